@@ -1,0 +1,45 @@
+"""``prlf-fast`` command line. Each module of this package with a ``register(subparsers)``
+function contributes one sub-command; errors from bad input exit 2 with one clear line."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from prlf_fast.errors import PRLFError
+
+# Errors that mean "bad input", not "bug": one line, exit 2, traceback only with --debug.
+USER_ERRORS = (PRLFError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
+               ValueError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="prlf-fast", description=__doc__.split("\n")[0])
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if hasattr(module, "register"):
+            module.register(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except USER_ERRORS as exc:
+        if args.debug:
+            raise
+        print(f"prlf-fast: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("prlf-fast: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Model and data configuration: ``PRLFConfig`` and the dataset presets of DESIGN §2 and §4."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+MODALITIES = ("text", "audio", "vision")
+
+PRESETS = {
+    "mosi": dict(text_dim=768, text_len=50, audio_dim=5, audio_len=375, vision_dim=20,
+                 vision_len=500, neutral_band=0.5, label_range=3.0),
+    "mosei": dict(text_dim=768, text_len=50, audio_dim=74, audio_len=500, vision_dim=35,
+                  vision_len=500, neutral_band=0.5, label_range=3.0),
+    "sims": dict(text_dim=768, text_len=39, audio_dim=33, audio_len=400, vision_dim=709,
+                 vision_len=55, neutral_band=0.1, label_range=1.0),
+}
+TEXT_ENCODERS = ("features", "bert")
+
+
+@dataclass
+class PRLFConfig:
+    """Hyper-parameters of our formulation of PRLF. Defaults are DESIGN §4's (MOSI shapes)."""
+
+    dataset: str = "mosi"
+    text_dim: int = 768
+    audio_dim: int = 5
+    vision_dim: int = 20
+    text_len: int = 50
+    audio_len: int = 375
+    vision_len: int = 500
+    label_range: float = 3.0
+    d_model: int = 128
+    n_tokens: int = 8
+    n_heads: int = 8
+    n_encoder_layers: int = 2
+    n_interact: int = 3
+    ffn_dim: int = 256
+    recog_hidden: int = 128
+    n_classes: int = 3
+    neutral_band: float = 0.5
+    dropout: float = 0.1
+    tau: float = 1.0
+    lambda_rec: float = 0.1
+    lambda_align: float = 0.1
+    text_encoder: str = "features"
+    bert_path: str | None = None
+
+    def __post_init__(self):
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if self.text_encoder not in TEXT_ENCODERS:
+            raise ValueError(f"text_encoder={self.text_encoder!r}; expected one of {TEXT_ENCODERS}")
+        if self.text_encoder == "bert" and not self.bert_path:
+            raise ValueError("text_encoder='bert' needs bert_path (a local Hugging Face BERT directory)")
+        for name in ("n_tokens", "n_heads", "n_encoder_layers", "n_interact", "ffn_dim",
+                     "recog_hidden", "n_classes", "text_len", "audio_len", "vision_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be ≥ 1")
+        if self.tau <= 0:
+            raise ValueError(f"tau={self.tau} must be > 0")
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "PRLFConfig":
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
+        return cls(dataset=name, **{**PRESETS[name], **overrides})
+
+    def dims(self) -> dict:
+        return {m: getattr(self, f"{m}_dim") for m in MODALITIES}
+
+    def lengths(self) -> dict:
+        return {m: getattr(self, f"{m}_len") for m in MODALITIES}
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PRLFConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown PRLFConfig field(s): {', '.join(unknown)}")
+        return cls(**d)

@@ -1,0 +1,61 @@
+"""Adaptive Modality Reliability Estimator (DESIGN §4.2)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from prlf_fast import ops, reference
+
+_SOFTPLUS_INV_1 = math.log(math.e - 1.0)  # softplus(x) = 1
+
+
+@dataclass
+class Reliability:
+    logits: torch.Tensor      # (B, M, K) recognition logits (differentiable)
+    confidence: torch.Tensor  # (B, M) max_k p_k (constant)
+    fisher: torch.Tensor      # (B, M) Fisher-information trace (constant)
+    scores: torch.Tensor      # (B, M) α log c − β log(1 + F); −inf when absent
+    weights: torch.Tensor     # (B, M) softmax(s / τ); 1/M each when all absent
+    order: torch.Tensor       # (B, M) int64: dominant, r1, r2
+
+
+class AMRE(nn.Module):
+    """Recognition heads of all modalities, stored stacked so one batched op scores them."""
+
+    def __init__(self, cfg, n_modalities: int = 3):
+        super().__init__()
+        m, d, h, k = n_modalities, cfg.d_model, cfg.recog_hidden, cfg.n_classes
+        self.tau = cfg.tau
+        bound1, bound2 = 1.0 / math.sqrt(d), 1.0 / math.sqrt(h)
+        self.w1 = nn.Parameter(torch.empty(m, h, d).uniform_(-bound1, bound1))
+        self.b1 = nn.Parameter(torch.empty(m, h).uniform_(-bound1, bound1))
+        self.w2 = nn.Parameter(torch.empty(m, k, h).uniform_(-bound2, bound2))
+        self.b2 = nn.Parameter(torch.empty(m, k).uniform_(-bound2, bound2))
+        self.alpha_raw = nn.Parameter(torch.tensor(_SOFTPLUS_INV_1))
+        self.beta_raw = nn.Parameter(torch.tensor(_SOFTPLUS_INV_1))
+
+    @property
+    def alpha(self):
+        return nn.functional.softplus(self.alpha_raw)
+
+    @property
+    def beta(self):
+        return nn.functional.softplus(self.beta_raw)
+
+    def forward(self, z, present, backend: str = "reference") -> Reliability:
+        """z (B, M, d) pooled modality summaries, present (B, M) bool."""
+        _, _, logits = reference.recognition_logits(z, self.w1, self.b1, self.w2, self.b2)
+        score_fn = reference.fisher_reliability if backend == "reference" else ops.fisher_reliability
+        with torch.no_grad():
+            confidence, fisher = score_fn(z.detach(), self.w1.detach(), self.b1.detach(),
+                                          self.w2.detach(), self.b2.detach())
+        scores = self.alpha * confidence.log() - self.beta * torch.log1p(fisher)
+        scores = scores.masked_fill(~present, float("-inf"))
+        any_present = present.any(dim=-1, keepdim=True)
+        weights = torch.softmax(torch.where(any_present, scores, torch.zeros_like(scores)) / self.tau, dim=-1)
+        # Stable descending sort: ties (and all-absent rows) keep the lowest index first.
+        order = torch.sort(scores.detach(), dim=-1, descending=True, stable=True).indices
+        return Reliability(logits, confidence, fisher, scores, weights, order)

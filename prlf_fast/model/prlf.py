@@ -1,0 +1,126 @@
+"""The PRLF model (DESIGN §4): encoders → AMRE → ProgInteract → prediction, and its loss."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from prlf_fast.batch import Batch
+from prlf_fast.config import MODALITIES, PRLFConfig
+from prlf_fast.model.amre import AMRE
+from prlf_fast.model.encoder import ModalityEncoder
+from prlf_fast.model.interact import ProgInteract
+from prlf_fast.ops.dispatch import normalize_backend
+
+
+@dataclass
+class PRLFOutput:
+    prediction: torch.Tensor   # (B,)
+    weights: torch.Tensor      # (B, 3) reliability weights
+    dominant: torch.Tensor     # (B,) int64
+    confidence: torch.Tensor   # (B, 3)
+    fisher: torch.Tensor       # (B, 3)
+    logits: torch.Tensor       # (B, 3, K)
+    scores: torch.Tensor       # (B, 3) reliability scores (−inf when absent)
+    order: torch.Tensor        # (B, 3) dominant, r1, r2
+    present: torch.Tensor      # (B, 3) bool
+    anchor_mean: torch.Tensor  # (B, d) mean over tokens of the anchor
+    stream_mean: torch.Tensor  # (B, 2, d) mean over tokens of the two streams
+
+
+class PredictionHead(nn.Module):
+    """ŷ = Linear(d→1)(GELU(Linear(3d→d)(LN(f))))."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(3 * d_model)
+        self.fc1 = nn.Linear(3 * d_model, d_model)
+        self.fc2 = nn.Linear(d_model, 1)
+
+    def forward(self, f):
+        return self.fc2(nn.functional.gelu(self.fc1(self.norm(f)))).squeeze(-1)
+
+
+def recognition_class(label, neutral_band: float):
+    """0 if y < −δ, 2 if y > δ, else 1."""
+    return (label > neutral_band).long() * 2 + ((label >= -neutral_band) & (label <= neutral_band)).long()
+
+
+class PRLF(nn.Module):
+    """PRLF with a selectable backend; the parameters and state_dict never depend on it."""
+
+    def __init__(self, config: PRLFConfig, backend: str = "auto"):
+        super().__init__()
+        self.config = config
+        self.backend = backend
+        self.encoders = nn.ModuleDict(
+            {m: ModalityEncoder(m, config.dims()[m], config.lengths()[m], config) for m in MODALITIES}
+        )
+        if config.text_encoder == "bert":
+            from prlf_fast.model.bert import BertTextEncoder
+
+            self.encoders["text"] = BertTextEncoder(config)
+        self.amre = AMRE(config, len(MODALITIES))
+        self.interact = ProgInteract(config)
+        self.head = PredictionHead(config.d_model)
+
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str):
+        self._backend = normalize_backend(value)
+
+    def encode(self, batch: Batch):
+        """Per-modality hidden tokens (B, 3, T, d) and presence (B, 3)."""
+        hidden, present = [], []
+        for m in MODALITIES:
+            mask = batch.mask(m)
+            if m == "text" and self.config.text_encoder == "bert":
+                hidden.append(self.encoders[m](batch.text_ids, mask, backend=self.backend))
+            else:
+                hidden.append(self.encoders[m](batch.features(m), mask, backend=self.backend))
+            present.append(mask.any(dim=-1))
+        return torch.stack(hidden, dim=1), torch.stack(present, dim=1)
+
+    def forward(self, batch: Batch) -> PRLFOutput:
+        hidden, present = self.encode(batch)
+        rel = self.amre(hidden.mean(dim=2), present, backend=self.backend)
+        anchor, streams = self.interact(hidden, rel.weights, rel.order, backend=self.backend)
+        anchor_mean, stream_mean = anchor.mean(dim=1), streams.mean(dim=2)
+        features = torch.cat([anchor_mean, stream_mean[:, 0], stream_mean[:, 1]], dim=-1)
+        return PRLFOutput(
+            prediction=self.head(features), weights=rel.weights, dominant=rel.order[:, 0],
+            confidence=rel.confidence, fisher=rel.fisher, logits=rel.logits, scores=rel.scores,
+            order=rel.order, present=present, anchor_mean=anchor_mean, stream_mean=stream_mean,
+        )
+
+    def loss(self, output: PRLFOutput, batch: Batch) -> dict:
+        """DESIGN §4.5: L1 task loss + λ_rec · recognition CE + λ_align · (1 − cos) alignment."""
+        if batch.label is None:
+            raise ValueError("PRLF.loss needs batch.label")
+        cfg = self.config
+        label = batch.label.to(output.prediction.dtype)
+        task = (output.prediction - label).abs().mean()
+        present = output.present
+        cls = recognition_class(label, cfg.neutral_band)
+        k = output.logits.shape[-1]
+        ce = nn.functional.cross_entropy(
+            output.logits.reshape(-1, k).float(), cls[:, None].expand(-1, 3).reshape(-1), reduction="none"
+        ).view_as(present)
+        rec = _masked_mean(ce, present)
+        stream_present = torch.gather(present, 1, output.order[:, 1:])
+        cos = nn.functional.cosine_similarity(
+            output.stream_mean, output.anchor_mean.detach()[:, None, :].expand_as(output.stream_mean), dim=-1
+        )
+        align = _masked_mean(1.0 - cos, stream_present)
+        total = task + cfg.lambda_rec * rec + cfg.lambda_align * align
+        return {"total": total, "task": task, "rec": rec, "align": align}
+
+
+def _masked_mean(values, mask):
+    """Mean of ``values`` where ``mask``; 0 (with a gradient path) when nothing is selected."""
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp_min(1.0)
