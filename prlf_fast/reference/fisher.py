@@ -44,3 +44,30 @@ def fisher_reliability(z, w1, b1, w2, b2):
     head_out = (1.0 - p.square().sum(dim=-1)) * (u.square().sum(dim=-1) + 1.0)
     fisher = head_out + spread * (z.square().sum(dim=-1) + 1.0)
     return confidence, fisher
+
+
+def fisher_reliability_oracle(z, w1, b1, w2, b2):
+    """Test oracle: F = Σ_k p_k ‖∇_θ log p_k‖² from per-sample Jacobians (torch.func).
+
+    Materialises every per-sample gradient, so it is slow; tests and benchmarks compare the
+    closed form and the compiled ops against it.
+    """
+    from torch.func import jacrev, vmap
+
+    def log_probs(params, x):
+        a = params[0] @ x + params[1]
+        return torch.log_softmax(params[2] @ torch.nn.functional.gelu(a) + params[3], dim=-1)
+
+    def per_sample(params, x):
+        logp = log_probs(params, x)
+        jac = jacrev(log_probs)(params, x)                            # each (K, *param shape)
+        sq = sum(j.reshape(j.shape[0], -1).square().sum(dim=-1) for j in jac)
+        p = logp.exp()
+        return p.max(), (p * sq).sum()
+
+    conf, fisher = [], []
+    for m in range(z.shape[1]):
+        c, f = vmap(per_sample, in_dims=(None, 0))((w1[m], b1[m], w2[m], b2[m]), z[:, m])
+        conf.append(c)
+        fisher.append(f)
+    return torch.stack(conf, dim=1), torch.stack(fisher, dim=1)
