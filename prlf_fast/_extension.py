@@ -16,21 +16,27 @@ REBUILD = "pip install --no-build-isolation --no-deps -e ."
 _state: dict = {}
 
 
-def _load():
-    info_path = Path(__file__).with_name("_build_info.json")
+def _mismatch(info: dict | None) -> str | None:
+    if info is not None and info.get("torch") != torch.__version__:
+        return f"built for torch {info.get('torch')}, running torch {torch.__version__}"
+    return None
+
+
+def _load(info_path: Path = Path(__file__).with_name("_build_info.json")):
+    """(module or None, build info or None, problem or None). The recorded build is checked
+    before the shared library is loaded, and again from the library itself."""
     try:
         info = json.loads(info_path.read_text())
     except (OSError, ValueError):
         info = None
-    if info is not None and info.get("torch") != torch.__version__:
-        return None, info, (
-            f"built for torch {info.get('torch')}, running torch {torch.__version__}"
-        )
+    if _mismatch(info):
+        return None, info, _mismatch(info)
     try:
-        from prlf_fast import _C  # noqa: F401  (registers the ops with TORCH_LIBRARY)
+        from prlf_fast import _C  # registers the ops with TORCH_LIBRARY
     except ImportError as exc:
         return None, info, f"not importable ({exc})"
-    return _C, _C.build_info(), None
+    info = _C.build_info()
+    return (None, info, _mismatch(info)) if _mismatch(info) else (_C, info, None)
 
 
 def extension():

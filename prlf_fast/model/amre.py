@@ -22,6 +22,15 @@ class Reliability:
     order: torch.Tensor       # (B, M) int64: dominant, r1, r2
 
 
+def reliability_weights_and_order(scores, tau: float):
+    """Weights softmax(s/τ) (1/M each when every score is −inf) and the order (dominant, r1, r2):
+    scores descending, ties to the lowest index (a stable sort)."""
+    any_present = torch.isfinite(scores).any(dim=-1, keepdim=True)
+    weights = torch.softmax(torch.where(any_present, scores, torch.zeros_like(scores)) / tau, dim=-1)
+    order = torch.sort(scores.detach(), dim=-1, descending=True, stable=True).indices
+    return weights, order
+
+
 class AMRE(nn.Module):
     """Recognition heads of all modalities, stored stacked so one batched op scores them."""
 
@@ -54,8 +63,5 @@ class AMRE(nn.Module):
                                           self.w2.detach(), self.b2.detach())
         scores = self.alpha * confidence.log() - self.beta * torch.log1p(fisher)
         scores = scores.masked_fill(~present, float("-inf"))
-        any_present = present.any(dim=-1, keepdim=True)
-        weights = torch.softmax(torch.where(any_present, scores, torch.zeros_like(scores)) / self.tau, dim=-1)
-        # Stable descending sort: ties (and all-absent rows) keep the lowest index first.
-        order = torch.sort(scores.detach(), dim=-1, descending=True, stable=True).indices
+        weights, order = reliability_weights_and_order(scores, self.tau)
         return Reliability(logits, confidence, fisher, scores, weights, order)
