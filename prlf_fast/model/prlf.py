@@ -12,6 +12,7 @@ from prlf_fast.model.amre import AMRE
 from prlf_fast.model.encoder import ModalityEncoder
 from prlf_fast.model.interact import ProgInteract
 from prlf_fast.ops.dispatch import normalize_backend
+from prlf_fast.profiling import nvtx_range
 
 
 @dataclass
@@ -78,21 +79,24 @@ class PRLF(nn.Module):
         hidden, present = [], []
         for m in MODALITIES:
             mask = batch.mask(m)
-            if m == "text" and self.config.text_encoder == "bert":
-                hidden.append(self.encoders[m](batch.text_ids, mask, backend=self.backend))
-            else:
-                hidden.append(self.encoders[m](batch.features(m), mask, backend=self.backend))
+            inputs = batch.text_ids if m == "text" and self.config.text_encoder == "bert" else batch.features(m)
+            with nvtx_range(f"encoder/{m}"):
+                hidden.append(self.encoders[m](inputs, mask, backend=self.backend))
             present.append(mask.any(dim=-1))
         return torch.stack(hidden, dim=1), torch.stack(present, dim=1)
 
     def forward(self, batch: Batch) -> PRLFOutput:
         hidden, present = self.encode(batch)
-        rel = self.amre(hidden.mean(dim=2), present, backend=self.backend)
-        anchor, streams = self.interact(hidden, rel.weights, rel.order, backend=self.backend)
-        anchor_mean, stream_mean = anchor.mean(dim=1), streams.mean(dim=2)
-        features = torch.cat([anchor_mean, stream_mean[:, 0], stream_mean[:, 1]], dim=-1)
+        with nvtx_range("amre"):
+            rel = self.amre(hidden.mean(dim=2), present, backend=self.backend)
+        with nvtx_range("proginteract"):
+            anchor, streams = self.interact(hidden, rel.weights, rel.order, backend=self.backend)
+        with nvtx_range("head"):
+            anchor_mean, stream_mean = anchor.mean(dim=1), streams.mean(dim=2)
+            features = torch.cat([anchor_mean, stream_mean[:, 0], stream_mean[:, 1]], dim=-1)
+            prediction = self.head(features)
         return PRLFOutput(
-            prediction=self.head(features), weights=rel.weights, dominant=rel.order[:, 0],
+            prediction=prediction, weights=rel.weights, dominant=rel.order[:, 0],
             confidence=rel.confidence, fisher=rel.fisher, logits=rel.logits, scores=rel.scores,
             order=rel.order, present=present, anchor_mean=anchor_mean, stream_mean=stream_mean,
         )
