@@ -1,0 +1,101 @@
+"""Safetensors checkpoints holding the model, the optimizer and scheduler state and the trainer's
+position, written atomically.
+
+Layout: tensors ``model/<name>``, ``optim/<param index>/<key>`` and ``rng/<name>``; the safetensors
+metadata holds JSON strings ``config`` (the model config), ``optimizer`` (param groups and
+non-tensor state), ``scheduler`` and ``trainer``.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from prlf_fast.config import PRLFConfig
+from prlf_fast.errors import PRLFError
+from prlf_fast.train.atomic import atomic_path
+
+FORMAT = "prlf_fast-checkpoint-1"
+# Fields that may differ between the run that wrote a checkpoint and the one that reads it.
+_LOCATION_FIELDS = ("bert_path",)
+
+
+def save_checkpoint(path: str, model, config: PRLFConfig, optimizer=None, scheduler=None,
+                    trainer: dict | None = None, rng: dict | None = None) -> None:
+    tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
+    meta = {"format": FORMAT, "config": json.dumps(config.to_dict())}
+    if optimizer is not None:
+        opt = optimizer.state_dict()
+        plain = {}
+        for pid, state in opt["state"].items():
+            for key, value in state.items():
+                if torch.is_tensor(value):
+                    tensors[f"optim/{pid}/{key}"] = value
+                else:
+                    plain.setdefault(str(pid), {})[key] = value
+        meta["optimizer"] = json.dumps({"param_groups": opt["param_groups"], "state": plain})
+    if scheduler is not None:
+        meta["scheduler"] = json.dumps(scheduler.state_dict())
+    if trainer is not None:
+        meta["trainer"] = json.dumps(trainer)
+    tensors.update({f"rng/{k}": v for k, v in (rng or {}).items()})
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata=meta)
+
+
+class Checkpoint:
+    """A loaded checkpoint: ``config``, ``trainer`` (dict) and the parts to restore."""
+
+    def __init__(self, path: str):
+        if not os.path.isfile(path):
+            raise PRLFError(f"checkpoint {path} does not exist")
+        try:
+            with safe_open(path, framework="pt") as f:
+                meta = f.metadata() or {}
+                self.tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise PRLFError(f"checkpoint {path} is not a readable safetensors file: {exc}") from exc
+        if meta.get("format") != FORMAT:
+            raise PRLFError(f"checkpoint {path} is not a prlf_fast checkpoint "
+                            f"(format {meta.get('format')!r}, expected {FORMAT!r})")
+        self.path = path
+        self.config = PRLFConfig.from_dict(json.loads(meta["config"]))
+        self.trainer = json.loads(meta.get("trainer", "{}"))
+        self._optimizer = json.loads(meta["optimizer"]) if "optimizer" in meta else None
+        self._scheduler = json.loads(meta["scheduler"]) if "scheduler" in meta else None
+
+    def part(self, prefix: str) -> dict:
+        n = len(prefix) + 1
+        return {k[n:]: v for k, v in self.tensors.items() if k.startswith(prefix + "/")}
+
+    def check_config(self, expected: PRLFConfig) -> None:
+        """Raise a PRLFError naming every field where this checkpoint's config differs."""
+        mine, theirs = self.config.to_dict(), expected.to_dict()
+        diff = [f"{k}={mine[k]!r} (checkpoint) vs {theirs[k]!r}" for k in mine
+                if k not in _LOCATION_FIELDS and mine[k] != theirs.get(k)]
+        if diff:
+            raise PRLFError(f"checkpoint {self.path} belongs to another model config: " + ", ".join(diff))
+
+    def restore_model(self, model) -> None:
+        missing, unexpected = model.load_state_dict(self.part("model"), strict=False)
+        if missing or unexpected:
+            raise PRLFError(f"checkpoint {self.path} does not match the model: missing "
+                            f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+
+    def restore_optimizer(self, optimizer) -> None:
+        if self._optimizer is None:
+            raise PRLFError(f"checkpoint {self.path} holds no optimizer state (cannot resume from it)")
+        state = {int(pid): dict(values) for pid, values in self._optimizer["state"].items()}
+        for key, value in self.part("optim").items():
+            pid, name = key.split("/", 1)
+            state.setdefault(int(pid), {})[name] = value
+        optimizer.load_state_dict({"state": state, "param_groups": self._optimizer["param_groups"]})
+
+    def restore_scheduler(self, scheduler) -> None:
+        if self._scheduler is None:
+            raise PRLFError(f"checkpoint {self.path} holds no scheduler state (cannot resume from it)")
+        scheduler.load_state_dict(self._scheduler)
