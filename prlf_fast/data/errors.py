@@ -1,0 +1,10 @@
+"""Errors raised while reading data files."""
+from prlf_fast.errors import PRLFError
+
+
+class DataError(PRLFError):
+    """A data file is missing, truncated, corrupt, or holds keys/shapes that do not fit."""
+
+
+class UnsafePickleError(DataError):
+    """A pickle asked for a global outside the allow-list; nothing from it was run."""
