@@ -69,7 +69,7 @@ def check_split_shapes(shapes: dict, source, split: str, reference: dict | None 
         for m in MODALITIES:
             _, length, dim = shapes[m]
             if dim != p[f"{m}_dim"] or length > p[f"{m}_len"]:
-                raise _shape_error(source, split, m, f"(N, L ≤ {p[f'{m}_len']}, {p[f'{m}_dim']})",
+                raise _shape_error(source, split, m, f"({n}, L ≤ {p[f'{m}_len']}, {p[f'{m}_dim']})",
                                    shapes[m], f"preset '{preset}'")
 
 

@@ -9,6 +9,9 @@ the strongest modality and audio and vision are weaker but clearly informative.
 """
 from __future__ import annotations
 
+import os
+import pickle
+
 import numpy as np
 import torch
 
@@ -16,6 +19,7 @@ from prlf_fast.config import MODALITIES, PRESETS
 from prlf_fast.data.mmsa import SPLITS
 
 CLS, SEP, PAD = 101, 102, 0
+FULL_SIZES = {"mosi": (1284, 229, 686), "mosei": (16326, 1871, 4659), "sims": (1368, 456, 457)}
 # modality → (per-position amplitude a_m, per-sample nuisance σ_m)
 SIGNAL = {"text": (1.0, 0.15), "audio": (0.6, 0.7), "vision": (0.5, 0.9)}
 AUDIO_NEG_INF_RATE = 2e-3  # fraction of valid audio frames holding one −inf (as MOSEI's COVAREP)
@@ -43,6 +47,15 @@ def synthesize(preset: str, n_train: int, n_valid: int, n_test: int, seed: int =
     banks = {m: torch.randn(_BANK_ROWS, dims[m], generator=g) for m in MODALITIES}
     return {split: _split(preset, cfg, n, g, directions, banks, aligned, split)
             for split, n in sizes.items()}
+
+
+def write_pickle(data: dict, path) -> None:
+    """Write an MMSA dict as a pickle (protocol 5: large arrays are written without copies)."""
+    path = os.fspath(path)
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        pickle.dump(data, f, protocol=5)
+    os.replace(tmp, path)
 
 
 def _unit(v):
