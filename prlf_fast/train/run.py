@@ -1,0 +1,160 @@
+"""A whole run: data in, trained and selected model, robustness results, report. What the
+``train`` and ``eval`` sub-commands call."""
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+
+import prlf_fast
+from prlf_fast import data as mmsa
+from prlf_fast.config import MODALITIES, PRLFConfig
+from prlf_fast.data import prepare_mmsa
+from prlf_fast.errors import PRLFError
+from prlf_fast.model import PRLF
+from prlf_fast.train import distributed
+from prlf_fast.train.atomic import read_jsonl, write_json
+from prlf_fast.train.checkpoint import Checkpoint
+from prlf_fast.train.evaluate import robustness
+from prlf_fast.train.report import write_report
+from prlf_fast.train.rundir import BEST, METRICS, RESULTS, RunDir
+from prlf_fast.train.trainer import Trainer, TrainConfig
+
+SPLITS = ("train", "valid", "test")
+# The embedded default data set: MOSI-shaped synthetic data, small enough for 2 CPU cores.
+SYNTHETIC_DEFAULT = {"n_train": 480, "n_valid": 120, "n_test": 240, "seed": 0}
+
+
+def data_spec(path: str | None, synthetic: dict | None = None) -> dict:
+    """How to get a run's data back: a file path, or the synthetic set's sizes and seed."""
+    if path is not None:
+        return {"path": os.path.abspath(path), "synthetic": None}
+    return {"path": None, "synthetic": dict(synthetic or SYNTHETIC_DEFAULT)}
+
+
+def _tensor_splits(spec: dict, dataset: str) -> dict:
+    if spec["path"] is not None:
+        return mmsa.load_mmsa(spec["path"], preset=dataset)
+    s = spec["synthetic"]
+    raw = mmsa.synthesize(dataset, s["n_train"], s["n_valid"], s["n_test"], s["seed"])
+    # The synthetic set holds −inf in audio on purpose (as MOSEI does); they become 0 silently.
+    return prepare_mmsa(raw, source=f"synthetic {dataset}", preset=dataset, copy=False)[0]
+
+
+def check_splits(tensors: dict, cfg: PRLFConfig, source: str, needed=SPLITS) -> None:
+    """Errors for data the run cannot use: empty splits, shapes against the config, bad labels."""
+    for name in needed:
+        if name not in tensors:
+            raise PRLFError(f"data {source}: split {name!r} is missing")
+        part = tensors[name]
+        n = part["regression_labels"].shape[0]
+        if n == 0:
+            raise PRLFError(f"data {source}: split {name!r} is empty")
+        for m in MODALITIES:
+            x = part[m]
+            want_d, max_l = cfg.dims()[m], cfg.lengths()[m]
+            if cfg.text_encoder == "bert" and m == "text":
+                if "text_bert" not in part:
+                    raise PRLFError(f"data {source}: split {name!r} has no 'text_bert' token ids, "
+                                    "which text_encoder='bert' needs")
+                continue
+            if x.shape[-1] != want_d or x.shape[1] > max_l:
+                raise PRLFError(f"data {source}: split {name!r} key {m!r} has shape {tuple(x.shape)}, "
+                                f"but the {cfg.dataset} config expects (N, ≤{max_l}, {want_d})")
+        bad = ~torch.isfinite(part["regression_labels"])
+        if bad.any():
+            first = int(bad.nonzero()[0, 0])
+            raise PRLFError(f"data {source}: split {name!r} has {int(bad.sum())} non-finite "
+                            f"regression_labels (first at index {first})")
+
+
+def load_splits(spec: dict, cfg: PRLFConfig, device, needed=SPLITS) -> dict:
+    """The run's data as ``Split`` objects on ``device``, checked against ``cfg``."""
+    source = spec["path"] or "synthetic (embedded default)"
+    tensors = _tensor_splits(spec, cfg.dataset)
+    check_splits(tensors, cfg, source, needed)
+    return {name: mmsa.Split.from_mmsa(tensors[name], device=device) for name in needed}
+
+
+def run_config(model_cfg: PRLFConfig, train_cfg: TrainConfig, spec: dict, rates, seeds) -> dict:
+    return {"prlf_fast": prlf_fast.__version__, "model": model_cfg.to_dict(),
+            "train": train_cfg.__dict__.copy(), "data": spec,
+            "eval": {"rates": list(rates) if rates is not None else list(mmsa.missing.DEFAULT_RATES),
+                     "seeds": list(seeds)}}
+
+
+def train(run: RunDir, config: dict, device, backend: str, resume: bool, evaluate: bool = True) -> dict:
+    """Train (or resume) the run described by ``config``, then evaluate it; return the state."""
+    device = torch.device(device)
+    ctx = distributed.setup(device)
+    run.writer = ctx.is_main
+    try:
+        run.create(resume)
+        model_cfg = PRLFConfig.from_dict(config["model"])
+        train_cfg = TrainConfig.from_dict(config["train"])
+        splits = load_splits(config["data"], model_cfg, device)
+        ctx.barrier()
+        if not resume:
+            run.write_config(config)
+        trainer = Trainer(model_cfg, train_cfg, splits, run, device, backend, ctx)
+        if resume:
+            trainer.resume()
+        else:
+            n = {k: len(v) for k, v in splits.items()}
+            run.log(f"training {model_cfg.dataset} on {config['data']['path'] or 'synthetic data'} "
+                    f"(train/valid/test {n['train']}/{n['valid']}/{n['test']}) on {device} "
+                    f"backend {backend}, {ctx.world_size} rank(s), {trainer.steps_per_epoch} steps/epoch")
+        state = trainer.fit()
+        ctx.barrier()
+        if evaluate and ctx.is_main:
+            evaluate_run(run.path, device=device, backend=backend, splits=splits, run=run)
+        ctx.barrier()
+        return state
+    finally:
+        distributed.teardown(ctx)
+
+
+def evaluate_run(run_dir: str, data_path: str | None = None, rates=None, seeds=None, device="cpu",
+                 backend: str = "fast", batch_size: int | None = None, splits: dict | None = None,
+                 run: RunDir | None = None) -> dict:
+    """Both robustness protocols on the test split with the run's selected checkpoint; writes
+    results.json, report.md and the plots into the run directory."""
+    start = time.perf_counter()
+    run = run or RunDir(run_dir)
+    config = run.read_config()
+    model_cfg = PRLFConfig.from_dict(config["model"])
+    train_cfg = TrainConfig.from_dict(config["train"])
+    ckpt = Checkpoint(run.file(BEST))
+    ckpt.check_config(model_cfg)
+    spec = data_spec(data_path) if data_path is not None else config["data"]
+    if splits is None:
+        splits = load_splits(spec, model_cfg, device, needed=("test",))
+    model = PRLF(model_cfg, backend=backend).to(device)
+    ckpt.restore_model(model)
+    rates = config["eval"]["rates"] if rates is None else list(rates)
+    seeds = config["eval"]["seeds"] if seeds is None else list(seeds)
+    test = splits["test"]
+    results = robustness(model, test, model_cfg.dataset, rates, seeds,
+                         batch_size or train_cfg.eval_batch_size, device, train_cfg.amp)
+    seconds = round(time.perf_counter() - start, 2)
+    results = {"dataset": model_cfg.dataset, "split": "test", "n_samples": len(test), "data": spec,
+               "checkpoint": {"file": BEST, **ckpt.trainer}, "backend": backend, "device": str(device),
+               "eval_seconds": seconds, **results}
+    write_json(run.file(RESULTS), results)
+    select = ckpt.trainer.get("select", {})
+    info = {"dataset": model_cfg.dataset, "data": spec["path"] or f"synthetic {spec['synthetic']}",
+            "checkpoint": f"{BEST} (epoch {ckpt.trainer.get('epoch')}, validation {select.get('metric')} "
+                          f"{select.get('score', float('nan')):.4f} at missing rate {select.get('rate')})",
+            "test samples": len(test), "backend / device": f"{backend} / {device}",
+            "evaluation time": f"{seconds:.1f} s"}
+    write_report(run.path, results, info, read_jsonl(run.file(METRICS)), train_cfg.select_metric)
+    run.log(f"evaluated {BEST} on {len(test)} test samples: intra average "
+            f"{_headline(results['intra']['average']['mean'])}; inter average "
+            f"{_headline(results['inter']['average']['mean'])}; wrote {RESULTS}, report.md, plots/")
+    return results
+
+
+def _headline(m: dict) -> str:
+    keys = [k for k in ("Has0_acc_2", "Mult_acc_2", "MAE", "Corr") if k in m]
+    return ", ".join(f"{k} {m[k]:.4f}" for k in keys)
