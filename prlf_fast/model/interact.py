@@ -5,13 +5,16 @@ import torch
 from torch import nn
 
 from prlf_fast.model.layers import FeedForward, MultiHeadAttention
+from prlf_fast.ops.dispatch import implementation
 
 
 class InteractLayer(nn.Module):
     """One iteration: S_j += g_j · CrossAttn(LN(S_j), LN(A)); S_j += FFN(LN(S_j)).
 
     Both streams share the weights and the anchor, so their 2T query rows attend to the same
-    T anchor keys in one attention call.
+    T anchor keys in one attention call. Backends that select the fused Triton iteration
+    (``prlf_fast.kernels.interact_iteration``) run it instead of the eager modules below, except
+    where it cannot match them exactly: training with dropout > 0, mixed dtypes or autocast.
     """
 
     def __init__(self, d_model: int, n_heads: int, ffn_dim: int, dropout: float):
@@ -23,8 +26,29 @@ class InteractLayer(nn.Module):
         self.ffn = FeedForward(d_model, ffn_dim)
         self.drop = nn.Dropout(dropout)
 
+    def fused_weights(self) -> list:
+        """The parameters in the order of ``prlf_fast.kernels.interact.WEIGHT_NAMES``."""
+        attn, ffn = self.attn, self.ffn
+        return [self.norm_stream.weight, self.norm_stream.bias, self.norm_anchor.weight, self.norm_anchor.bias,
+                attn.q_proj.weight, attn.q_proj.bias, attn.k_proj.weight, attn.k_proj.bias,
+                attn.v_proj.weight, attn.v_proj.bias, attn.out_proj.weight, attn.out_proj.bias,
+                self.norm_ffn.weight, self.norm_ffn.bias, ffn.fc1.weight, ffn.fc1.bias, ffn.fc2.weight, ffn.fc2.bias]
+
+    def uses_fused(self, backend: str, streams) -> bool:
+        """Whether this call runs the fused Triton iteration (same results as the eager path)."""
+        if implementation("interact_iteration", backend, streams.device.type) != "triton":
+            return False
+        dropout_active = self.training and self.drop.p > 0
+        same_dtype = streams.dtype == self.norm_stream.weight.dtype
+        return same_dtype and not dropout_active and not torch.is_autocast_enabled(streams.device.type)
+
     def forward(self, streams, anchor, gates, backend: str = "reference"):
         """streams (B, 2, T, d), anchor (B, T, d), gates (B, 2) -> updated streams."""
+        if self.uses_fused(backend, streams):
+            from prlf_fast import kernels
+
+            return kernels.interact_iteration(streams, anchor, gates.to(streams.dtype), self.fused_weights(),
+                                              self.attn.n_heads, self.norm_stream.eps)
         b, j, t, d = streams.shape
         q = self.norm_stream(streams).reshape(b, j * t, d)
         attended = self.attn(q, self.norm_anchor(anchor), backend=backend).view(b, j, t, d)

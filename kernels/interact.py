@@ -1,0 +1,343 @@
+"""One fused ProgInteract iteration (DESIGN §4.3) in Triton, forward and backward.
+
+Per sample, with S the two streams (2T rows) and A the anchor (T rows):
+    S1 = S + g ⊙ (CrossAttn(LN_s(S), LN_a(A)) Wo + bo)
+    S2 = S1 + FFN(LN_f(S1))
+The forward is ONE launch: each program takes a block of whole samples and runs every LayerNorm,
+the q/k/v projections, all heads' attention, the output projection, the gate and residual and the
+FFN in registers (the anchor keys of a block are shared by its samples' query rows through a
+block-diagonal mask). The backward is one launch that recomputes the forward for its block and
+writes the activation gradients (streams, anchor, gates), per-program partial sums for every
+vector parameter (biases, LayerNorm affines) and the inputs/output-gradients of each projection;
+the weight gradients are then five cuBLAS GEMMs (dW = dYᵀ X over the whole batch) and the vector
+gradients one reduction. No atomics: the result is deterministic. Dropout is not applied here
+(the model uses this path only in eval mode or with dropout 0; see docs/kernels.md).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import triton
+import triton.language as tl
+from torch.library import triton_op, wrap_triton
+
+from prlf_fast.kernels.common import dot_precision, next_block
+
+# The fused weights, in this order (nn.Linear layout: weight (out, in)).
+WEIGHT_NAMES = ("ln_stream.weight", "ln_stream.bias", "ln_anchor.weight", "ln_anchor.bias",
+                "q.weight", "q.bias", "k.weight", "k.bias", "v.weight", "v.bias",
+                "out.weight", "out.bias", "ln_ffn.weight", "ln_ffn.bias",
+                "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
+ROWS_PER_PROGRAM = 32    # stream rows per program: whole samples, so 32 // (2T) samples (≥ 1)
+FFN_CHUNK = 32           # FFN hidden units per inner step
+
+
+@triton.jit
+def _tile(ptr, rows, n_rows, stride_r, cols, n_cols, stride_c):
+    mask = (rows[:, None] < n_rows) & (cols[None, :] < n_cols)
+    return tl.load(ptr + rows[:, None] * stride_r + cols[None, :] * stride_c, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _store_tile(ptr, x, rows, n_rows, stride_r, cols, n_cols):
+    mask = (rows[:, None] < n_rows) & (cols[None, :] < n_cols)
+    tl.store(ptr + rows[:, None] * stride_r + cols[None, :], x.to(ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _vec(ptr, idx, n):
+    return tl.load(ptr + idx, mask=idx < n, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _dot(a, b, DT: tl.constexpr, PREC: tl.constexpr):
+    return tl.dot(a.to(DT), b.to(DT), input_precision=PREC)
+
+
+@triton.jit
+def _layernorm(x, w, b, cols, D, eps):
+    """(y, x̂, rstd) of row-wise LayerNorm over the first D columns."""
+    mean = tl.sum(x, axis=1) / D
+    xc = tl.where(cols[None, :] < D, x - mean[:, None], 0.0)
+    rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / D + eps)
+    xhat = xc * rstd[:, None]
+    return xhat * w[None, :] + b[None, :], xhat, rstd
+
+
+@triton.jit
+def _layernorm_bwd(dy, xhat, rstd, w, D):
+    dxhat = dy * w[None, :]
+    mean_d = tl.sum(dxhat, axis=1) / D
+    mean_dx = tl.sum(dxhat * xhat, axis=1) / D
+    return rstd[:, None] * (dxhat - mean_d[:, None] - xhat * mean_dx[:, None])
+
+
+@triton.jit
+def _gelu(x):
+    return 0.5 * x * (1.0 + tl.math.erf(x * 0.7071067811865476))
+
+
+@triton.jit
+def _gelu_grad(x):
+    return 0.5 * (1.0 + tl.math.erf(x * 0.7071067811865476)) + x * 0.3989422804014327 * tl.exp(-0.5 * x * x)
+
+
+@triton.jit
+def _head_weight_t(W, h, Dh, D, hd, cols):
+    """W[h·Dh:(h+1)·Dh, :]ᵀ as a (D × Dh) tile."""
+    return _tile(W + h * Dh * D, cols, D, 1, hd, Dh, D)
+
+
+@triton.jit
+def _attend_head(xs, xa, wq_t, bq, wk_t, bk, wv_t, bv, same, scale, DT: tl.constexpr, PREC: tl.constexpr):
+    """One head: (q, k, v, probabilities, output) for the block's stream rows and anchor keys."""
+    q = _dot(xs, wq_t, DT, PREC) + bq[None, :]
+    k = _dot(xa, wk_t, DT, PREC) + bk[None, :]
+    v = _dot(xa, wv_t, DT, PREC) + bv[None, :]
+    s = tl.where(same, _dot(q, tl.trans(k), DT, PREC) * scale, float("-inf"))
+    m = tl.max(s, axis=1)
+    p = tl.exp(s - tl.where(m == float("-inf"), 0.0, m)[:, None])
+    denom = tl.sum(p, axis=1)
+    p = p / tl.where(denom == 0.0, 1.0, denom)[:, None]
+    return q, k, v, p, _dot(p, v, DT, PREC)
+
+
+@triton.jit
+def _attention_half(S, A, G, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, WV, BV, WO, BO, C,
+                    s0, n_rows, n_keys, T, D, H, Dh, eps, scale,
+                    BR: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, BDH: tl.constexpr,
+                    STORE_C: tl.constexpr, PREC: tl.constexpr):
+    """LN of streams and anchor, all heads of the cross-attention, output projection, gate and
+    residual for one block of samples. Returns what the backward needs."""
+    DT = S.dtype.element_ty
+    rows, keys = tl.arange(0, BR), tl.arange(0, BT)
+    cols, hd = tl.arange(0, BD), tl.arange(0, BDH)
+    s = _tile(S + s0 * 2 * T * D, rows, n_rows, D, cols, D, 1)
+    a = _tile(A + s0 * T * D, keys, n_keys, D, cols, D, 1)
+    g = tl.load(G + s0 * 2 + rows // T, mask=rows < n_rows, other=0.0).to(tl.float32)
+    xs, xhat_s, rstd_s = _layernorm(s, _vec(LNSW, cols, D), _vec(LNSB, cols, D), cols, D, eps)
+    xa, xhat_a, rstd_a = _layernorm(a, _vec(LNAW, cols, D), _vec(LNAB, cols, D), cols, D, eps)
+    same = ((rows // (2 * T))[:, None] == (keys // T)[None, :]) \
+        & (rows[:, None] < n_rows) & (keys[None, :] < n_keys)
+    o = tl.zeros([BR, BD], tl.float32)
+    for h in range(H):
+        _, _, _, _, ch = _attend_head(
+            xs, xa, _head_weight_t(WQ, h, Dh, D, hd, cols), _vec(BQ + h * Dh, hd, Dh),
+            _head_weight_t(WK, h, Dh, D, hd, cols), _vec(BK + h * Dh, hd, Dh),
+            _head_weight_t(WV, h, Dh, D, hd, cols), _vec(BV + h * Dh, hd, Dh), same, scale, DT, PREC)
+        if STORE_C:
+            _store_tile(C + s0 * 2 * T * D + h * Dh, ch, rows, n_rows, D, hd, Dh)
+        o += _dot(ch, _tile(WO + h * Dh, hd, Dh, 1, cols, D, D), DT, PREC)
+    o += _vec(BO, cols, D)[None, :]
+    s1 = s + g[:, None] * o
+    return xs, xhat_s, rstd_s, xa, xhat_a, rstd_a, same, g, o, s1
+
+
+@triton.jit
+def _ffn_hidden(xf, W1, B1, W2, f0, F, D, cols, fc, DT: tl.constexpr, PREC: tl.constexpr):
+    """Pre-GELU FFN hidden units f0..f0+BF and the two weight tiles they use."""
+    w1_t = _tile(W1 + f0 * D, cols, D, 1, fc, F - f0, D)      # (D × BF) = W1[f0:f0+BF]ᵀ
+    w2_t = _tile(W2 + f0, fc, F - f0, 1, cols, D, F)          # (BF × D) = W2[:, f0:f0+BF]ᵀ
+    a1 = _dot(xf, w1_t, DT, PREC) + _vec(B1 + f0, fc, F - f0)[None, :]
+    return a1, w1_t, w2_t
+
+
+@triton.jit
+def _iteration_fwd_kernel(S, A, G, OUT, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, WV, BV, WO, BO,
+                          LNFW, LNFB, W1, B1, W2, B2,
+                          B, T, D, H, Dh, F, eps, scale,
+                          SB: tl.constexpr, BR: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
+                          BDH: tl.constexpr, BF: tl.constexpr, PREC: tl.constexpr):
+    DT = S.dtype.element_ty
+    s0 = tl.program_id(0) * SB
+    n_samples = tl.minimum(SB, B - s0)
+    n_rows, n_keys = n_samples * 2 * T, n_samples * T
+    rows, cols, fc = tl.arange(0, BR), tl.arange(0, BD), tl.arange(0, BF)
+    _, _, _, _, _, _, _, _, _, s1 = _attention_half(
+        S, A, G, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, WV, BV, WO, BO, OUT,
+        s0, n_rows, n_keys, T, D, H, Dh, eps, scale, BR, BT, BD, BDH, False, PREC)
+    xf, _, _ = _layernorm(s1, _vec(LNFW, cols, D), _vec(LNFB, cols, D), cols, D, eps)
+    y = tl.zeros([BR, BD], tl.float32)
+    for f0 in range(0, F, BF):
+        a1, _, w2_t = _ffn_hidden(xf, W1, B1, W2, f0, F, D, cols, fc, DT, PREC)
+        y += _dot(_gelu(a1), w2_t, DT, PREC)
+    s2 = s1 + y + _vec(B2, cols, D)[None, :]
+    _store_tile(OUT + s0 * 2 * T * D, s2, rows, n_rows, D, cols, D)
+
+
+@triton.jit
+def _iteration_bwd_kernel(S, A, G, DS2, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, WV, BV, WO, BO,
+                          LNFW, LNFB, W1, B1, W2, B2,
+                          DS, DA, DG, PART, XS, XA, C, XF, HH, DA1, DO, DQ, DKV,
+                          B, T, D, H, Dh, F, eps, scale,
+                          SB: tl.constexpr, BR: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
+                          BDH: tl.constexpr, BF: tl.constexpr, BG: tl.constexpr, PREC: tl.constexpr):
+    DT = S.dtype.element_ty
+    pid = tl.program_id(0)
+    s0 = pid * SB
+    n_samples = tl.minimum(SB, B - s0)
+    n_rows, n_keys = n_samples * 2 * T, n_samples * T
+    rows, keys = tl.arange(0, BR), tl.arange(0, BT)
+    cols, hd, fc = tl.arange(0, BD), tl.arange(0, BDH), tl.arange(0, BF)
+    row0, key0 = s0 * 2 * T, s0 * T
+    part = PART + pid * (11 * D + F)
+    # Forward recomputation, storing the inputs of every projection.
+    xs, xhat_s, rstd_s, xa, xhat_a, rstd_a, same, g, o, s1 = _attention_half(
+        S, A, G, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, WV, BV, WO, BO, C,
+        s0, n_rows, n_keys, T, D, H, Dh, eps, scale, BR, BT, BD, BDH, True, PREC)
+    _store_tile(XS + row0 * D, xs, rows, n_rows, D, cols, D)
+    _store_tile(XA + key0 * D, xa, keys, n_keys, D, cols, D)
+    lnfw = _vec(LNFW, cols, D)
+    xf, xhat_f, rstd_f = _layernorm(s1, lnfw, _vec(LNFB, cols, D), cols, D, eps)
+    _store_tile(XF + row0 * D, xf, rows, n_rows, D, cols, D)
+    # FFN backward.
+    dy = _tile(DS2 + row0 * D, rows, n_rows, D, cols, D, 1)
+    dxf = tl.zeros([BR, BD], tl.float32)
+    for f0 in range(0, F, BF):
+        a1, w1_t, w2_t = _ffn_hidden(xf, W1, B1, W2, f0, F, D, cols, fc, DT, PREC)
+        _store_tile(HH + row0 * F + f0, _gelu(a1), rows, n_rows, F, fc, F - f0)
+        da1 = _dot(dy, tl.trans(w2_t), DT, PREC) * _gelu_grad(a1)
+        _store_tile(DA1 + row0 * F + f0, da1, rows, n_rows, F, fc, F - f0)
+        tl.store(part + 11 * D + f0 + fc, tl.sum(da1, axis=0), mask=fc < F - f0)
+        dxf += _dot(da1, tl.trans(w1_t), DT, PREC)
+    tl.store(part + 4 * D + cols, tl.sum(dy, axis=0), mask=cols < D)
+    tl.store(part + 9 * D + cols, tl.sum(dxf * xhat_f, axis=0), mask=cols < D)
+    tl.store(part + 10 * D + cols, tl.sum(dxf, axis=0), mask=cols < D)
+    ds1 = dy + _layernorm_bwd(dxf, xhat_f, rstd_f, lnfw, D)
+    # Gate and residual.
+    groups = tl.arange(0, BG)
+    row_dot = tl.sum(ds1 * o, axis=1)
+    dg = tl.sum(tl.where((rows // T)[:, None] == groups[None, :], row_dot[:, None], 0.0), axis=0)
+    tl.store(DG + s0 * 2 + groups, dg, mask=groups < 2 * n_samples)
+    do = g[:, None] * ds1
+    _store_tile(DO + row0 * D, do, rows, n_rows, D, cols, D)
+    tl.store(part + 3 * D + cols, tl.sum(do, axis=0), mask=cols < D)
+    # Attention backward, head by head.
+    dxs = tl.zeros([BR, BD], tl.float32)
+    dxa = tl.zeros([BT, BD], tl.float32)
+    for h in range(H):
+        wq_t = _head_weight_t(WQ, h, Dh, D, hd, cols)
+        wk_t = _head_weight_t(WK, h, Dh, D, hd, cols)
+        wv_t = _head_weight_t(WV, h, Dh, D, hd, cols)
+        q, k, v, p, _ = _attend_head(xs, xa, wq_t, _vec(BQ + h * Dh, hd, Dh), wk_t, _vec(BK + h * Dh, hd, Dh),
+                                     wv_t, _vec(BV + h * Dh, hd, Dh), same, scale, DT, PREC)
+        dc = _dot(do, tl.trans(_tile(WO + h * Dh, hd, Dh, 1, cols, D, D)), DT, PREC)
+        dv = _dot(tl.trans(p), dc, DT, PREC)
+        dp = _dot(dc, tl.trans(v), DT, PREC)
+        dz = p * (dp - tl.sum(dp * p, axis=1)[:, None])
+        dq = _dot(dz, k, DT, PREC) * scale
+        dk = _dot(tl.trans(dz), q, DT, PREC) * scale
+        _store_tile(DQ + row0 * D + h * Dh, dq, rows, n_rows, D, hd, Dh)
+        _store_tile(DKV + key0 * 2 * D + h * Dh, dk, keys, n_keys, 2 * D, hd, Dh)
+        _store_tile(DKV + key0 * 2 * D + D + h * Dh, dv, keys, n_keys, 2 * D, hd, Dh)
+        tl.store(part + h * Dh + hd, tl.sum(dq, axis=0), mask=hd < Dh)
+        tl.store(part + D + h * Dh + hd, tl.sum(dk, axis=0), mask=hd < Dh)
+        tl.store(part + 2 * D + h * Dh + hd, tl.sum(dv, axis=0), mask=hd < Dh)
+        dxs += _dot(dq, tl.trans(wq_t), DT, PREC)
+        dxa += _dot(dk, tl.trans(wk_t), DT, PREC) + _dot(dv, tl.trans(wv_t), DT, PREC)
+    # LayerNorms of streams and anchor.
+    lnsw, lnaw = _vec(LNSW, cols, D), _vec(LNAW, cols, D)
+    _store_tile(DS + row0 * D, ds1 + _layernorm_bwd(dxs, xhat_s, rstd_s, lnsw, D), rows, n_rows, D, cols, D)
+    _store_tile(DA + key0 * D, _layernorm_bwd(dxa, xhat_a, rstd_a, lnaw, D), keys, n_keys, D, cols, D)
+    tl.store(part + 5 * D + cols, tl.sum(dxs * xhat_s, axis=0), mask=cols < D)
+    tl.store(part + 6 * D + cols, tl.sum(dxs, axis=0), mask=cols < D)
+    tl.store(part + 7 * D + cols, tl.sum(dxa * xhat_a, axis=0), mask=cols < D)
+    tl.store(part + 8 * D + cols, tl.sum(dxa, axis=0), mask=cols < D)
+
+
+def _launch_config(streams, n_heads):
+    """Tile sizes: whole samples per program, every extent padded to a power of two ≥ 16."""
+    _, _, t, d = streams.shape
+    samples = max(1, ROWS_PER_PROGRAM // (2 * t))
+    return dict(SB=samples, BR=next_block(samples * 2 * t), BT=next_block(samples * t), BD=next_block(d),
+                BDH=next_block(d // n_heads), PREC=dot_precision(streams.dtype))
+
+
+def _scalars(streams, w, n_heads, eps):
+    b, _, t, d = streams.shape
+    dh = d // n_heads
+    return (b, t, d, n_heads, dh, w[14].shape[0], eps, 1.0 / math.sqrt(dh))
+
+
+@triton_op("prlf_fast::interact_iteration_fwd", mutates_args=())
+def interact_iteration_fwd(streams: torch.Tensor, anchor: torch.Tensor, gates: torch.Tensor,
+                           weights: list[torch.Tensor], n_heads: int, eps: float) -> torch.Tensor:
+    """Updated streams (B, 2, T, d) after one iteration."""
+    out = torch.empty_like(streams)
+    cfg = _launch_config(streams, n_heads)
+    grid = (triton.cdiv(streams.shape[0], cfg["SB"]),)
+    wrap_triton(_iteration_fwd_kernel)[grid](
+        streams, anchor, gates, out, *weights, *_scalars(streams, weights, n_heads, eps),
+        BF=min(FFN_CHUNK, next_block(weights[14].shape[0])), **cfg)
+    return out
+
+
+@triton_op("prlf_fast::interact_iteration_bwd", mutates_args=())
+def interact_iteration_bwd(grad_out: torch.Tensor, streams: torch.Tensor, anchor: torch.Tensor,
+                           gates: torch.Tensor, weights: list[torch.Tensor], n_heads: int,
+                           eps: float) -> list[torch.Tensor]:
+    """[d streams, d anchor, d gates, d of all vector parameters (bq, bk, bv, bo, b2, then the
+    LayerNorm weight/bias of streams, anchor and FFN, then b1), d Wq, d [Wk; Wv], d Wo, d W1, d W2]."""
+    b, _, t, d = streams.shape
+    f = weights[14].shape[0]
+    cfg = _launch_config(streams, n_heads)
+    n_prog = triton.cdiv(b, cfg["SB"])
+    grad_out = grad_out.contiguous()
+    dtype, dev = streams.dtype, streams.device
+    rows, keys = b * 2 * t, b * t
+    ds, da = torch.empty_like(streams), torch.empty_like(anchor)
+    dg = torch.empty((b, 2), dtype=torch.float32, device=dev)
+    part = torch.empty((n_prog, 11 * d + f), dtype=torch.float32, device=dev)
+    xs, c, xf, do, dq = (torch.empty((rows, d), dtype=dtype, device=dev) for _ in range(5))
+    xa = torch.empty((keys, d), dtype=dtype, device=dev)
+    hh, da1 = (torch.empty((rows, f), dtype=dtype, device=dev) for _ in range(2))
+    dkv = torch.empty((keys, 2 * d), dtype=dtype, device=dev)
+    wrap_triton(_iteration_bwd_kernel)[(n_prog,)](
+        streams, anchor, gates, grad_out, *weights, ds, da, dg, part, xs, xa, c, xf, hh, da1, do, dq, dkv,
+        *_scalars(streams, weights, n_heads, eps),
+        BF=min(FFN_CHUNK, next_block(f)), BG=triton.next_power_of_2(2 * cfg["SB"]), **cfg)
+    dy = grad_out.view(rows, d)
+    return [ds, da, dg.to(gates.dtype), part.sum(dim=0).to(dtype),
+            dq.t() @ xs, dkv.t() @ xa, do.t() @ c, da1.t() @ xf, dy.t() @ hh]
+
+
+def _setup_context(ctx, inputs, output):
+    streams, anchor, gates, weights, n_heads, eps = inputs
+    ctx.save_for_backward(streams, anchor, gates, *weights)
+    ctx.n_heads, ctx.eps = n_heads, eps
+
+
+def _backward(ctx, grad_out):
+    streams, anchor, gates, *weights = ctx.saved_tensors
+    d = streams.shape[-1]
+    ds, da, dg, d_vec, d_wq, d_wkv, d_wo, d_w1, d_w2 = interact_iteration_bwd(
+        grad_out, streams, anchor, gates, weights, ctx.n_heads, ctx.eps)
+    d_bq, d_bk, d_bv, d_bo, d_b2, d_lsw, d_lsb, d_law, d_lab, d_lfw, d_lfb = d_vec[: 11 * d].split(d)
+    d_wk, d_wv = d_wkv.split(d)
+    d_weights = [d_lsw, d_lsb, d_law, d_lab, d_wq, d_bq, d_wk, d_bk, d_wv, d_bv, d_wo, d_bo,
+                 d_lfw, d_lfb, d_w1, d_vec[11 * d:], d_w2, d_b2]
+    return ds, da, dg, d_weights, None, None
+
+
+interact_iteration_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def interact_iteration(streams, anchor, gates, weights: Sequence[torch.Tensor], n_heads: int, eps: float = 1e-5):
+    """One ProgInteract iteration, differentiable: streams (B, 2, T, d), anchor (B, T, d),
+    gates (B, 2), ``weights`` in the order of ``WEIGHT_NAMES``; all one dtype and device."""
+    b, j, t, d = streams.shape
+    if j != 2 or tuple(anchor.shape) != (b, t, d) or tuple(gates.shape) != (b, 2):
+        raise ValueError(f"interact_iteration: expected streams (B, 2, T, d), anchor (B, T, d), gates (B, 2); "
+                         f"got {tuple(streams.shape)}, {tuple(anchor.shape)}, {tuple(gates.shape)}")
+    if len(weights) != len(WEIGHT_NAMES):
+        raise ValueError(f"interact_iteration: expected {len(WEIGHT_NAMES)} weights ({', '.join(WEIGHT_NAMES)}); "
+                         f"got {len(weights)}")
+    if d % n_heads:
+        raise ValueError(f"interact_iteration: d={d} is not divisible by n_heads={n_heads}")
+    dtypes = {streams.dtype, anchor.dtype, gates.dtype, *(w.dtype for w in weights)}
+    if len(dtypes) != 1:
+        raise ValueError(f"interact_iteration: all tensors must share one dtype; got {sorted(map(str, dtypes))}")
+    return interact_iteration_fwd(streams.contiguous(), anchor.contiguous(), gates.contiguous(),
+                                  [w.contiguous() for w in weights], n_heads, eps)

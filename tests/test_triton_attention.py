@@ -1,0 +1,141 @@
+"""The Triton masked-attention kernel against the reference (DESIGN §5, §6): forward and every
+gradient under the error rule, rows with no valid key, awkward lengths; on CPU through the
+Triton interpreter (fp32, tiny grids), on a GPU also at real sizes in fp32 and bf16."""
+import pytest
+import torch
+from conftest import requires_cuda
+
+from prlf_fast import reference
+from prlf_fast.kernels import masked_attention
+
+pytestmark = pytest.mark.triton
+
+
+def assert_error_rule(fast, same_dtype, exact, names, floor=1e-5):
+    """error(fast vs float64) ≤ 2 × error(reference in the same dtype vs float64) + floor·scale."""
+    for f, r, e, name in zip(fast, same_dtype, exact, names):
+        assert f.shape == e.shape and f.dtype == r.dtype, name
+        assert torch.isfinite(f).all(), f"{name}: non-finite values"
+        scale = 1.0 + e.abs().max().item()
+        err_fast = (f.double() - e).abs().max().item()
+        err_ref = (r.double() - e).abs().max().item()
+        assert err_fast <= 2 * err_ref + floor * scale, \
+            f"{name}: error {err_fast:.3g} vs float64 exceeds 2 × reference error {err_ref:.3g}"
+
+
+def attention_inputs(b, h, lq, lk, dh, seed, device="cpu"):
+    """float64 q, k, v as the model builds them (strided views of (B, L, H·Dh)) and a key mask
+    with an all-invalid first sample and a single-valid-key last sample."""
+    g = torch.Generator().manual_seed(seed)
+
+    def heads(n):
+        return torch.randn(b, n, h * dh, generator=g, dtype=torch.float64).view(b, n, h, dh).transpose(1, 2)
+
+    q, k, v = heads(lq), heads(lk), heads(lk)
+    valid = torch.rand(b, lk, generator=g) > 0.4
+    valid[0] = False
+    if b > 1:
+        valid[-1] = False
+        valid[-1, lk - 1] = True
+    return [t.to(device) for t in (q, k, v, valid)]
+
+
+def run_with_grads(fn, q, k, v, valid, grad_out, dtype):
+    leaves = [t.detach().to(dtype).requires_grad_() for t in (q, k, v)]
+    out = fn(*leaves, valid)
+    grads = torch.autograd.grad(out, leaves, grad_out.to(dtype))
+    return [out, *grads]
+
+
+def check_parity(b, h, lq, lk, dh, seed, dtype=torch.float32, device="cpu"):
+    q, k, v, valid = attention_inputs(b, h, lq, lk, dh, seed, device)
+    grad_out = torch.randn(b, h, lq, dh, dtype=torch.float64, generator=torch.Generator().manual_seed(seed + 1))
+    grad_out = grad_out.to(device)
+    exact = run_with_grads(reference.masked_attention, q, k, v, valid, grad_out, torch.float64)
+    same = run_with_grads(reference.masked_attention, q, k, v, valid, grad_out, dtype)
+    fast = run_with_grads(masked_attention, q, k, v, valid, grad_out, dtype)
+    assert_error_rule(fast, same, exact, ["output", "dq", "dk", "dv"])
+    return fast, valid
+
+
+@pytest.mark.parametrize("b, h, lq, lk, dh", [
+    (1, 1, 5, 70, 16),     # B = 1 (its only row has no valid key), Lk not a multiple of the block
+    (3, 8, 8, 65, 16),     # the encoder pooling shape, 8 heads, Lk = block + 1
+    (2, 2, 17, 130, 32),   # Lq over one query block, three key blocks
+    (2, 1, 3, 9, 64),
+    (2, 2, 4, 7, 8),       # a head dim below the tile width (the tiny test models)
+])
+def test_matches_reference_forward_and_gradients(b, h, lq, lk, dh):
+    check_parity(b, h, lq, lk, dh, seed=b * 100 + lk)
+
+
+def test_row_without_valid_key_is_exactly_zero_with_zero_gradients():
+    (out, dq, dk, dv), valid = check_parity(3, 2, 6, 20, 16, seed=5)
+    assert torch.equal(out[0], torch.zeros_like(out[0]))
+    assert torch.equal(dq[0], torch.zeros_like(dq[0]))
+    invalid = ~valid[:, None, :, None].expand_as(dk)
+    assert torch.equal(dk[invalid], torch.zeros_like(dk[invalid]))
+    assert torch.equal(dv[invalid], torch.zeros_like(dv[invalid]))
+
+
+def test_invalid_keys_do_not_matter():
+    q, k, v, valid = (t.float() if t.is_floating_point() else t for t in attention_inputs(2, 2, 4, 37, 16, seed=3))
+    invalid = (~valid)[:, None, :, None]
+    out = masked_attention(q, k, v, valid)
+    torch.testing.assert_close(masked_attention(q, k + 50 * invalid, v - 7 * invalid, valid), out)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda q, k, v, m: (q[0], k, v, m), "expected q"),
+    (lambda q, k, v, m: (q, k, v[:, :, :-1], m), "expected q"),
+    (lambda q, k, v, m: (q, k, v, m.float()), "key_valid must be bool"),
+    (lambda q, k, v, m: (q, k, v, m[:, :-1]), "key_valid must be bool"),
+    (lambda q, k, v, m: (q.double(), k, v, m), "must share one of"),
+])
+def test_rejects_bad_inputs(change, message):
+    q, k, v, valid = attention_inputs(2, 2, 3, 5, 16, seed=0)
+    q, k, v = q.float(), k.float(), v.float()
+    with pytest.raises(ValueError, match=message):
+        masked_attention(*change(q, k, v, valid))
+
+
+def test_falls_back_to_the_reference_where_triton_cannot_run(monkeypatch):
+    import prlf_fast.kernels.attention as module
+
+    calls = []
+    monkeypatch.setattr(module, "triton_runs_on", lambda device_type: False)
+    monkeypatch.setattr(module.reference, "masked_attention", lambda *a: calls.append(a) or a[0])
+    q, k, v, valid = (t.float() if t.is_floating_point() else t for t in attention_inputs(2, 1, 3, 5, 16, seed=0))
+    assert masked_attention(q, k, v, valid) is q and len(calls) == 1
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("b, h, lq, lk, dh", [(64, 8, 8, 500, 16), (16, 8, 16, 375, 16), (8, 4, 40, 257, 32),
+                                              (4, 2, 33, 512, 64)])
+def test_cuda_matches_reference_at_real_sizes(b, h, lq, lk, dh, dtype):
+    check_parity(b, h, lq, lk, dh, seed=lk, dtype=dtype, device="cuda")
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_cuda_repeated_runs_are_bitwise_identical():
+    q, k, v, valid = attention_inputs(64, 8, 8, 500, 16, seed=9, device="cuda")
+    grad_out = torch.randn(64, 8, 8, 16, device="cuda", dtype=torch.bfloat16)
+    first = run_with_grads(masked_attention, q, k, v, valid, grad_out, torch.bfloat16)
+    for _ in range(5):
+        again = run_with_grads(masked_attention, q, k, v, valid, grad_out, torch.bfloat16)
+        assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_cuda_torch_compile_traces_the_kernel_fullgraph():
+    q, k, v, valid = attention_inputs(4, 8, 8, 100, 16, seed=2, device="cuda")
+    q, k, v = (t.float().requires_grad_() for t in (q, k, v))
+    compiled = torch.compile(lambda *a: masked_attention(*a).square().sum(), fullgraph=True)
+    loss = compiled(q, k, v, valid)
+    loss.backward()
+    torch.testing.assert_close(loss, masked_attention(q, k, v, valid).square().sum())
+    assert torch.isfinite(q.grad).all()

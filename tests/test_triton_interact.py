@@ -1,0 +1,124 @@
+"""The fused ProgInteract iteration against the eager InteractLayer (DESIGN §4.3, §5): forward and
+the gradient of streams, anchor, gates and every parameter under the error rule; dropout
+semantics; on CPU through the Triton interpreter, on a GPU also at MOSEI sizes in fp32 and bf16."""
+import copy
+
+import pytest
+import torch
+from conftest import requires_cuda
+from test_triton_attention import assert_error_rule
+
+from prlf_fast.kernels import interact_iteration
+from prlf_fast.kernels.interact import WEIGHT_NAMES
+from prlf_fast.model.interact import InteractLayer
+
+pytestmark = pytest.mark.triton
+
+
+def make_layer(d, heads, ffn, seed, dropout=0.0):
+    torch.manual_seed(seed)
+    layer = InteractLayer(d, heads, ffn, dropout).double().eval()
+    with torch.no_grad():   # non-trivial LayerNorm affines and biases, so their gradients are tested
+        for p in layer.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    return layer
+
+
+def make_inputs(b, t, d, seed, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    streams = torch.randn(b, 2, t, d, generator=g, dtype=torch.float64)
+    anchor = torch.randn(b, t, d, generator=g, dtype=torch.float64)
+    gates = torch.rand(b, 2, generator=g, dtype=torch.float64)
+    gates[0, 1] = 0.0   # a stream whose gate is zero (an absent modality's weight)
+    grad_out = torch.randn(b, 2, t, d, generator=g, dtype=torch.float64)
+    return [x.to(device) for x in (streams, anchor, gates, grad_out)]
+
+
+def run_layer(layer, streams, anchor, gates, grad_out, dtype, backend):
+    layer = copy.deepcopy(layer).to(dtype=dtype, device=streams.device)
+    leaves = [x.detach().to(dtype).requires_grad_() for x in (streams, anchor, gates)]
+    out = layer(*leaves, backend=backend)
+    assert layer.uses_fused(backend, leaves[0]) == (backend == "triton")
+    grads = torch.autograd.grad(out, leaves + layer.fused_weights(), grad_out.to(dtype))
+    return [out, *grads]
+
+
+NAMES = ["output", "d streams", "d anchor", "d gates", *(f"d {n}" for n in WEIGHT_NAMES)]
+
+
+def check_parity(b, t, d, heads, ffn, seed, dtype=torch.float32, device="cpu"):
+    layer = make_layer(d, heads, ffn, seed)
+    inputs = make_inputs(b, t, d, seed, device)
+    exact = run_layer(layer, *inputs, torch.float64, "reference")
+    same = run_layer(layer, *inputs, dtype, "reference")
+    fast = run_layer(layer, *inputs, dtype, "triton")
+    assert_error_rule(fast, same, exact, NAMES)
+    return fast
+
+
+@pytest.mark.parametrize("b, t, d, heads, ffn", [
+    (1, 3, 16, 2, 24),   # B = 1; head dim 8 and T = 3 below the tile widths
+    (7, 3, 16, 1, 24),   # one head; 5 samples per program, the last block partial
+    (3, 8, 32, 8, 40),   # T = 8 and 8 heads as in the model; FFN width not a multiple of the chunk
+])
+def test_matches_eager_layer_forward_and_every_gradient(b, t, d, heads, ffn):
+    check_parity(b, t, d, heads, ffn, seed=b + t + heads)
+
+
+def test_training_with_dropout_runs_the_eager_layer_with_dropout():
+    layer = make_layer(16, 2, 24, seed=0, dropout=0.5).float().train()
+    streams, anchor, gates, _ = (x.float() for x in make_inputs(3, 3, 16, seed=0))
+    assert not layer.uses_fused("triton", streams)
+    first, second = (layer(streams, anchor, gates, backend="triton") for _ in range(2))
+    assert not torch.equal(first, second)          # dropout is active
+    layer.eval()
+    assert layer.uses_fused("triton", streams)
+    torch.testing.assert_close(layer(streams, anchor, gates, backend="triton"),
+                               layer(streams, anchor, gates, backend="reference"))
+
+
+def test_training_without_dropout_uses_the_fused_iteration():
+    layer = make_layer(16, 2, 24, seed=1, dropout=0.0).float().train()
+    streams = torch.randn(2, 2, 3, 16)
+    assert layer.uses_fused("triton", streams) and not layer.uses_fused("reference", streams)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s, a, g, w: (s[:, :1], a, g, w), "expected streams"),
+    (lambda s, a, g, w: (s, a[:, :-1], g, w), "expected streams"),
+    (lambda s, a, g, w: (s, a, g, w[:-1]), "expected 18 weights"),
+    (lambda s, a, g, w: (s, a, g.double(), w), "share one dtype"),
+])
+def test_rejects_bad_inputs(change, message):
+    layer = make_layer(16, 2, 24, seed=0).float()
+    streams, anchor, gates, _ = (x.float() for x in make_inputs(2, 3, 16, seed=0))
+    with pytest.raises(ValueError, match=message):
+        interact_iteration(*change(streams, anchor, gates, layer.fused_weights()), n_heads=2)
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("b", [1, 64, 1024])
+def test_cuda_matches_eager_layer_at_mosei_sizes(b, dtype):
+    check_parity(b, 8, 128, 8, 256, seed=b, dtype=dtype, device="cuda")
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_cuda_repeated_runs_are_bitwise_identical():
+    layer = make_layer(128, 8, 256, seed=3)
+    inputs = make_inputs(1024, 8, 128, seed=3, device="cuda")
+    first = run_layer(layer, *inputs, torch.bfloat16, "triton")
+    for _ in range(5):
+        again = run_layer(layer, *inputs, torch.bfloat16, "triton")
+        assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_cuda_torch_compile_traces_the_fused_iteration_fullgraph():
+    layer = make_layer(128, 8, 256, seed=4).float().cuda()
+    streams, anchor, gates, _ = (x.float() for x in make_inputs(64, 8, 128, seed=4, device="cuda"))
+    compiled = torch.compile(lambda s, a, g: layer(s, a, g, backend="triton").sum(), fullgraph=True)
+    torch.testing.assert_close(compiled(streams, anchor, gates), layer(streams, anchor, gates, backend="triton").sum())
