@@ -1,0 +1,84 @@
+"""The whole model on backend "triton" (every masked attention and ProgInteract iteration through
+the Triton kernels; on CPU under the interpreter) against backend "reference": predictions, loss
+and every parameter gradient under the error rule; same parameters and state_dict."""
+import copy
+
+import pytest
+import torch
+from conftest import random_batch, requires_cuda, tiny_config
+from test_triton_attention import assert_error_rule
+
+from prlf_fast import PRLF, Batch
+
+pytestmark = pytest.mark.triton
+
+
+def batch_to(batch, dtype, device):
+    return Batch(**{k: (v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device))
+                    for k, v in vars(batch).items() if v is not None})
+
+
+def run_model(model, batch, dtype, backend, device):
+    model = copy.deepcopy(model).to(device=device, dtype=dtype)
+    model.backend = backend
+    batch = batch_to(batch, dtype, device)
+    out = model(batch)
+    loss = model.loss(out, batch)
+    names, params = zip(*model.named_parameters())
+    grads = torch.autograd.grad(loss["total"], params, allow_unused=True)
+    grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+    return [out.prediction, out.weights, loss["total"], *grads], ["prediction", "weights", "loss", *names]
+
+
+def check_model_parity(cfg, batch, dtype=torch.float32, device="cpu"):
+    torch.manual_seed(0)
+    model = PRLF(cfg, backend="reference").double().eval()
+    exact, names = run_model(model, batch, torch.float64, "reference", device)
+    same, _ = run_model(model, batch, dtype, "reference", device)
+    fast, _ = run_model(model, batch, dtype, "triton", device)
+    assert_error_rule(fast, same, exact, names)
+
+
+def test_model_matches_reference_with_absent_modalities_and_batch_of_one(monkeypatch):
+    import prlf_fast.kernels as kernels
+
+    calls = {"masked_attention": 0, "interact_iteration": 0}
+    for name in calls:
+        def counted(*args, _fn=getattr(kernels, name), _name=name, **kwargs):
+            calls[_name] += 1
+            return _fn(*args, **kwargs)
+        monkeypatch.setattr(kernels, name, counted)
+    cfg = tiny_config()
+    lengths = {"audio": torch.tensor([0, 5, 1, 11]), "vision": torch.tensor([13, 0, 2, 0])}
+    check_model_parity(cfg, random_batch(cfg, 4, seed=1, lengths=lengths))
+    check_model_parity(cfg, random_batch(cfg, 1, seed=2, lengths={"text": torch.tensor([0])}))
+    # Per model call: pooling + one self-attention per encoder layer, for 3 modalities; N iterations.
+    assert calls == {"masked_attention": 2 * 3 * (1 + cfg.n_encoder_layers), "interact_iteration": 2 * cfg.n_interact}
+
+
+def test_state_dict_does_not_depend_on_the_backend():
+    cfg = tiny_config()
+    torch.manual_seed(0)
+    keys = {b: list(PRLF(cfg, backend=b).state_dict()) for b in ("reference", "triton", "fast")}
+    assert keys["reference"] == keys["triton"] == keys["fast"]
+
+
+def test_training_mode_with_dropout_still_trains_on_backend_triton():
+    cfg = tiny_config(dropout=0.3)
+    torch.manual_seed(0)
+    model = PRLF(cfg, backend="triton").train()
+    batch = random_batch(cfg, 3, seed=4)
+    first = model(batch)
+    assert not torch.equal(first.prediction, model(batch).prediction)   # dropout is active
+    model.loss(first, batch)["total"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_model_matches_reference_at_mosei_sizes(dtype):
+    from prlf_fast import PRLFConfig
+
+    cfg = PRLFConfig.preset("mosei", dropout=0.0)
+    check_model_parity(cfg, random_batch(cfg, 64, seed=5), dtype=dtype, device="cuda")
