@@ -12,6 +12,10 @@ vector parameter (biases, LayerNorm affines) and the inputs/output-gradients of 
 the weight gradients are then five cuBLAS GEMMs (dW = dYᵀ X over the whole batch) and the vector
 gradients one reduction. No atomics: the result is deterministic. Dropout is not applied here
 (the model uses this path only in eval mode or with dropout 0; see docs/kernels.md).
+
+Precision: statistics, softmax, GELU and residuals in float32; projection operands in the
+projection weights' dtype (float32 products exactly, without TF32). Activations (streams,
+anchor, gates) may be in a wider dtype than the projections, as under autocast.
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ WEIGHT_NAMES = ("ln_stream.weight", "ln_stream.bias", "ln_anchor.weight", "ln_an
                 "q.weight", "q.bias", "k.weight", "k.bias", "v.weight", "v.bias",
                 "out.weight", "out.bias", "ln_ffn.weight", "ln_ffn.bias",
                 "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
+PROJECTION_INDICES = (4, 5, 6, 7, 8, 9, 10, 11, 14, 15, 16, 17)   # the nn.Linear weights and biases
 ROWS_PER_PROGRAM = 32    # stream rows per program: whole samples, so 32 // (2T) samples (≥ 1)
 FFN_CHUNK = 32           # FFN hidden units per inner step
 
@@ -111,7 +116,7 @@ def _attention_half(S, A, G, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, WV, BV, WO,
                     STORE_C: tl.constexpr, PREC: tl.constexpr):
     """LN of streams and anchor, all heads of the cross-attention, output projection, gate and
     residual for one block of samples. Returns what the backward needs."""
-    DT = S.dtype.element_ty
+    DT = WQ.dtype.element_ty
     rows, keys = tl.arange(0, BR), tl.arange(0, BT)
     cols, hd = tl.arange(0, BD), tl.arange(0, BDH)
     s = _tile(S + s0 * 2 * T * D, rows, n_rows, D, cols, D, 1)
@@ -150,7 +155,7 @@ def _iteration_fwd_kernel(S, A, G, OUT, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, 
                           B, T, D, H, Dh, F, eps, scale,
                           SB: tl.constexpr, BR: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
                           BDH: tl.constexpr, BF: tl.constexpr, PREC: tl.constexpr):
-    DT = S.dtype.element_ty
+    DT = WQ.dtype.element_ty
     s0 = tl.program_id(0) * SB
     n_samples = tl.minimum(SB, B - s0)
     n_rows, n_keys = n_samples * 2 * T, n_samples * T
@@ -174,7 +179,7 @@ def _iteration_bwd_kernel(S, A, G, DS2, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, 
                           B, T, D, H, Dh, F, eps, scale,
                           SB: tl.constexpr, BR: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
                           BDH: tl.constexpr, BF: tl.constexpr, BG: tl.constexpr, PREC: tl.constexpr):
-    DT = S.dtype.element_ty
+    DT = WQ.dtype.element_ty
     pid = tl.program_id(0)
     s0 = pid * SB
     n_samples = tl.minimum(SB, B - s0)
@@ -247,12 +252,12 @@ def _iteration_bwd_kernel(S, A, G, DS2, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, 
     tl.store(part + 8 * D + cols, tl.sum(dxa, axis=0), mask=cols < D)
 
 
-def _launch_config(streams, n_heads):
+def _launch_config(streams, weights, n_heads):
     """Tile sizes: whole samples per program, every extent padded to a power of two ≥ 16."""
     _, _, t, d = streams.shape
     samples = max(1, ROWS_PER_PROGRAM // (2 * t))
     return dict(SB=samples, BR=next_block(samples * 2 * t), BT=next_block(samples * t), BD=next_block(d),
-                BDH=next_block(d // n_heads), PREC=dot_precision(streams.dtype))
+                BDH=next_block(d // n_heads), PREC=dot_precision(weights[4].dtype))
 
 
 def _scalars(streams, w, n_heads, eps):
@@ -266,7 +271,7 @@ def interact_iteration_fwd(streams: torch.Tensor, anchor: torch.Tensor, gates: t
                            weights: list[torch.Tensor], n_heads: int, eps: float) -> torch.Tensor:
     """Updated streams (B, 2, T, d) after one iteration."""
     out = torch.empty_like(streams)
-    cfg = _launch_config(streams, n_heads)
+    cfg = _launch_config(streams, weights, n_heads)
     grid = (triton.cdiv(streams.shape[0], cfg["SB"]),)
     wrap_triton(_iteration_fwd_kernel)[grid](
         streams, anchor, gates, out, *weights, *_scalars(streams, weights, n_heads, eps),
@@ -282,10 +287,10 @@ def interact_iteration_bwd(grad_out: torch.Tensor, streams: torch.Tensor, anchor
     LayerNorm weight/bias of streams, anchor and FFN, then b1), d Wq, d [Wk; Wv], d Wo, d W1, d W2]."""
     b, _, t, d = streams.shape
     f = weights[14].shape[0]
-    cfg = _launch_config(streams, n_heads)
+    cfg = _launch_config(streams, weights, n_heads)
     n_prog = triton.cdiv(b, cfg["SB"])
     grad_out = grad_out.contiguous()
-    dtype, dev = streams.dtype, streams.device
+    dtype, dev = weights[4].dtype, streams.device
     rows, keys = b * 2 * t, b * t
     ds, da = torch.empty_like(streams), torch.empty_like(anchor)
     dg = torch.empty((b, 2), dtype=torch.float32, device=dev)
@@ -298,8 +303,8 @@ def interact_iteration_bwd(grad_out: torch.Tensor, streams: torch.Tensor, anchor
         streams, anchor, gates, grad_out, *weights, ds, da, dg, part, xs, xa, c, xf, hh, da1, do, dq, dkv,
         *_scalars(streams, weights, n_heads, eps),
         BF=min(FFN_CHUNK, next_block(f)), BG=triton.next_power_of_2(2 * cfg["SB"]), **cfg)
-    dy = grad_out.view(rows, d)
-    return [ds, da, dg.to(gates.dtype), part.sum(dim=0).to(dtype),
+    dy = grad_out.view(rows, d).to(dtype)
+    return [ds, da, dg.to(gates.dtype), part.sum(dim=0),
             dq.t() @ xs, dkv.t() @ xa, do.t() @ c, da1.t() @ xf, dy.t() @ hh]
 
 
@@ -318,6 +323,7 @@ def _backward(ctx, grad_out):
     d_wk, d_wv = d_wkv.split(d)
     d_weights = [d_lsw, d_lsb, d_law, d_lab, d_wq, d_bq, d_wk, d_bk, d_wv, d_bv, d_wo, d_bo,
                  d_lfw, d_lfb, d_w1, d_vec[11 * d:], d_w2, d_b2]
+    d_weights = [g.to(w.dtype) for g, w in zip(d_weights, weights)]
     return ds, da, dg, d_weights, None, None
 
 
@@ -326,7 +332,9 @@ interact_iteration_fwd.register_autograd(_backward, setup_context=_setup_context
 
 def interact_iteration(streams, anchor, gates, weights: Sequence[torch.Tensor], n_heads: int, eps: float = 1e-5):
     """One ProgInteract iteration, differentiable: streams (B, 2, T, d), anchor (B, T, d),
-    gates (B, 2), ``weights`` in the order of ``WEIGHT_NAMES``; all one dtype and device."""
+    gates (B, 2), ``weights`` in the order of ``WEIGHT_NAMES``, all on one device. Streams,
+    anchor and gates share one dtype; the projection weights and biases share one dtype (the
+    same, or a narrower one as under autocast); the LayerNorm affines may be any float dtype."""
     b, j, t, d = streams.shape
     if j != 2 or tuple(anchor.shape) != (b, t, d) or tuple(gates.shape) != (b, 2):
         raise ValueError(f"interact_iteration: expected streams (B, 2, T, d), anchor (B, T, d), gates (B, 2); "
@@ -336,8 +344,10 @@ def interact_iteration(streams, anchor, gates, weights: Sequence[torch.Tensor], 
                          f"got {len(weights)}")
     if d % n_heads:
         raise ValueError(f"interact_iteration: d={d} is not divisible by n_heads={n_heads}")
-    dtypes = {streams.dtype, anchor.dtype, gates.dtype, *(w.dtype for w in weights)}
-    if len(dtypes) != 1:
-        raise ValueError(f"interact_iteration: all tensors must share one dtype; got {sorted(map(str, dtypes))}")
+    for group, tensors in (("streams, anchor and gates", (streams, anchor, gates)),
+                           ("the projection weights and biases", [weights[i] for i in PROJECTION_INDICES])):
+        dtypes = {t.dtype for t in tensors}
+        if len(dtypes) != 1:
+            raise ValueError(f"interact_iteration: {group} must share one dtype; got {sorted(map(str, dtypes))}")
     return interact_iteration_fwd(streams.contiguous(), anchor.contiguous(), gates.contiguous(),
                                   [w.contiguous() for w in weights], n_heads, eps)

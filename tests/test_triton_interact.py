@@ -65,6 +65,20 @@ def test_matches_eager_layer_forward_and_every_gradient(b, t, d, heads, ffn):
     check_parity(b, t, d, heads, ffn, seed=b + t + heads)
 
 
+@pytest.mark.parametrize("device, low", [
+    ("cpu", torch.float16),
+    pytest.param("cuda", torch.bfloat16, marks=[requires_cuda, pytest.mark.cuda]),
+])
+def test_autocast_matches_eager_autocast(device, low):
+    layer = make_layer(32, 4, 40, seed=6)
+    inputs = make_inputs(5, 8, 32, seed=6, device=device)
+    exact = run_layer(layer, *inputs, torch.float64, "reference")
+    with torch.autocast(device, dtype=low):
+        same = run_layer(layer, *inputs, torch.float32, "reference")
+        fast = run_layer(layer, *inputs, torch.float32, "triton")
+    assert_error_rule(fast, same, exact, NAMES)
+
+
 def test_training_with_dropout_runs_the_eager_layer_with_dropout():
     layer = make_layer(16, 2, 24, seed=0, dropout=0.5).float().train()
     streams, anchor, gates, _ = (x.float() for x in make_inputs(3, 3, 16, seed=0))

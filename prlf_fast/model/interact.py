@@ -14,7 +14,7 @@ class InteractLayer(nn.Module):
     Both streams share the weights and the anchor, so their 2T query rows attend to the same
     T anchor keys in one attention call. Backends that select the fused Triton iteration
     (``prlf_fast.kernels.interact_iteration``) run it instead of the eager modules below, except
-    where it cannot match them exactly: training with dropout > 0, mixed dtypes or autocast.
+    where it cannot match them: training with dropout > 0 (dropout stays in the eager path).
     """
 
     def __init__(self, d_model: int, n_heads: int, ffn_dim: int, dropout: float):
@@ -35,19 +35,23 @@ class InteractLayer(nn.Module):
                 self.norm_ffn.weight, self.norm_ffn.bias, ffn.fc1.weight, ffn.fc1.bias, ffn.fc2.weight, ffn.fc2.bias]
 
     def uses_fused(self, backend: str, streams) -> bool:
-        """Whether this call runs the fused Triton iteration (same results as the eager path)."""
+        """Whether this call runs the fused Triton iteration (the eager semantics, without dropout)."""
         if implementation("interact_iteration", backend, streams.device.type) != "triton":
             return False
-        dropout_active = self.training and self.drop.p > 0
-        same_dtype = streams.dtype == self.norm_stream.weight.dtype
-        return same_dtype and not dropout_active and not torch.is_autocast_enabled(streams.device.type)
+        return not (self.training and self.drop.p > 0)
 
     def forward(self, streams, anchor, gates, backend: str = "reference"):
         """streams (B, 2, T, d), anchor (B, T, d), gates (B, 2) -> updated streams."""
         if self.uses_fused(backend, streams):
             from prlf_fast import kernels
+            from prlf_fast.kernels.interact import PROJECTION_INDICES
 
-            return kernels.interact_iteration(streams, anchor, gates.to(streams.dtype), self.fused_weights(),
+            weights = self.fused_weights()
+            device = streams.device.type
+            if torch.is_autocast_enabled(device):   # projections in the autocast dtype, as nn.Linear would
+                low = torch.get_autocast_dtype(device)
+                weights = [w.to(low) if i in PROJECTION_INDICES else w for i, w in enumerate(weights)]
+            return kernels.interact_iteration(streams, anchor, gates.to(streams.dtype), weights,
                                               self.attn.n_heads, self.norm_stream.eps)
         b, j, t, d = streams.shape
         q = self.norm_stream(streams).reshape(b, j * t, d)
