@@ -37,6 +37,7 @@ WEIGHT_NAMES = ("ln_stream.weight", "ln_stream.bias", "ln_anchor.weight", "ln_an
 PROJECTION_INDICES = (4, 5, 6, 7, 8, 9, 10, 11, 14, 15, 16, 17)   # the nn.Linear weights and biases
 ROWS_PER_PROGRAM = 32    # stream rows per program: whole samples, so 32 // (2T) samples (≥ 1)
 FFN_CHUNK = 32           # FFN hidden units per inner step
+NUM_WARPS = 8            # at d = 128, 4 warps spill heavily (see `python -m prlf_fast.kernels.compile_check`)
 
 
 @triton.jit
@@ -166,7 +167,7 @@ def _iteration_fwd_kernel(S, A, G, OUT, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, 
     xf, _, _ = _layernorm(s1, _vec(LNFW, cols, D), _vec(LNFB, cols, D), cols, D, eps)
     y = tl.zeros([BR, BD], tl.float32)
     for f0 in range(0, F, BF):
-        a1, _, w2_t = _ffn_hidden(xf, W1, B1, W2, f0, F, D, cols, fc, DT, PREC)
+        a1, w1_t, w2_t = _ffn_hidden(xf, W1, B1, W2, f0, F, D, cols, fc, DT, PREC)
         y += _dot(_gelu(a1), w2_t, DT, PREC)
     s2 = s1 + y + _vec(B2, cols, D)[None, :]
     _store_tile(OUT + s0 * 2 * T * D, s2, rows, n_rows, D, cols, D)
@@ -257,7 +258,7 @@ def _launch_config(streams, weights, n_heads):
     _, _, t, d = streams.shape
     samples = max(1, ROWS_PER_PROGRAM // (2 * t))
     return dict(SB=samples, BR=next_block(samples * 2 * t), BT=next_block(samples * t), BD=next_block(d),
-                BDH=next_block(d // n_heads), PREC=dot_precision(weights[4].dtype))
+                BDH=next_block(d // n_heads), PREC=dot_precision(weights[4].dtype), num_warps=NUM_WARPS)
 
 
 def _scalars(streams, w, n_heads, eps):
