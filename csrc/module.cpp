@@ -1,11 +1,8 @@
-// pybind11 module prlf_fast._C: build metadata, CPU features, and the CPU build probe.
+// pybind11 module prlf_fast._C: build metadata and CPU features. Loading it registers the ops.
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
-#include <torch/library.h>
 
 namespace {
-
-at::Tensor build_probe_cpu(const at::Tensor& x) { return x + 1; }
 
 pybind11::dict build_info() {
   pybind11::dict d;
@@ -37,8 +34,6 @@ pybind11::dict cpu_features() {
 }
 
 }  // namespace
-
-TORCH_LIBRARY_IMPL(prlf_fast, CPU, m) { m.impl("build_probe", &build_probe_cpu); }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "prlf_fast compiled extension";
