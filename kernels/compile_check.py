@@ -26,8 +26,11 @@ D_MODEL, HEADS, TOKENS, FFN = 128, 8, 8, 256
 
 
 def _signature(fn, pointers: dict, scalars: dict, constexprs: dict) -> dict:
-    """Argument types: ``pointers`` maps a name to its element type (default under "*"), ``scalars``
-    a name to "i32"/"fp32"; every name not given is an int32 scalar."""
+    """Argument types: upper-case names are pointers (``pointers`` maps a name to its element type,
+    default under "*") unless ``scalars`` types them ("i32"/"fp32"); other names are int32."""
+    missing = [p.name for p in fn.params if p.is_constexpr and p.name not in constexprs]
+    if missing:
+        raise ValueError(f"compile_check: no value for constexpr {missing} of {fn.__name__}")
     return {name: "constexpr" if name in constexprs else
             f"*{pointers.get(name, pointers['*'])}" if name.isupper() and name not in scalars else
             scalars.get(name, "i32") for name in fn.arg_names}
@@ -48,9 +51,11 @@ def _interact_specs(dt: str):
     warps = meta.pop("num_warps")
     meta["BF"] = min(interact.FFN_CHUNK, next_block(FFN))
     scalars = {n: "i32" for n in ("B", "T", "D", "H", "F")} | {"Dh": "i32", "eps": "fp32", "scale": "fp32"}
-    return [(interact._iteration_fwd_kernel, {"*": dt}, scalars, meta, warps),
-            (interact._iteration_bwd_kernel, {"*": dt, "DG": "fp32", "PART": "fp32"}, scalars,
-             dict(meta, BG=triton.next_power_of_2(2 * meta["SB"])), warps)]
+    pointers = {"*": dt, "KEEP_ATTN": "u8", "KEEP_FFN": "u8", "DG": "fp32", "PART": "fp32"}
+    bwd_meta = dict(meta, BG=triton.next_power_of_2(2 * meta["SB"]))
+    return [(kernel, pointers, scalars, dict(m, DROPOUT=dropout), warps)
+            for dropout in (False, True)
+            for kernel, m in ((interact._iteration_fwd_kernel, meta), (interact._iteration_bwd_kernel, bwd_meta))]
 
 
 def _ptxas_report(ptx: str, arch: int) -> str:
@@ -74,7 +79,9 @@ def check(arch: int, dtypes) -> list[str]:
             src = ASTSource(fn=fn, signature=_signature(fn, pointers, scalars, meta),
                             constexprs={(fn.arg_names.index(k),): v for k, v in meta.items()})
             kernel = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(num_warps=warps))
-            lines.append(f"{fn.__name__:24s} {dt:5s} warps={warps}  {_ptxas_report(kernel.asm['ptx'], arch)}")
+            variant = "dropout" if meta.get("DROPOUT") else ""
+            lines.append(f"{fn.__name__:22s} {dt:5s} {variant:8s} warps={warps}  "
+                         f"{_ptxas_report(kernel.asm['ptx'], arch)}")
     return lines
 
 

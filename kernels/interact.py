@@ -10,8 +10,8 @@ block-diagonal mask). The backward is one launch that recomputes the forward for
 writes the activation gradients (streams, anchor, gates), per-program partial sums for every
 vector parameter (biases, LayerNorm affines) and the inputs/output-gradients of each projection;
 the weight gradients are then five cuBLAS GEMMs (dW = dYᵀ X over the whole batch) and the vector
-gradients one reduction. No atomics: the result is deterministic. Dropout is not applied here
-(the model uses this path only in eval mode or with dropout 0; see docs/kernels.md).
+gradients one reduction. No atomics: the result is deterministic. Dropout (training mode) uses
+keep masks drawn with torch's generator before the launch and read by both kernels.
 
 Precision: statistics, softmax, GELU and residuals in float32; projection operands in the
 projection weights' dtype (float32 products exactly, without TF32). Activations (streams,
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Optional
 
 import torch
 import triton
@@ -91,6 +92,14 @@ def _gelu_grad(x):
 
 
 @triton.jit
+def _dropout(x, KEEP, keep_scale, rows, n_rows, cols, D, DROPOUT: tl.constexpr):
+    """x ⊙ keep / (1 − p) with the block's (rows × D) keep mask (uint8), or x without dropout."""
+    if DROPOUT:
+        x = x * _tile(KEEP, rows, n_rows, D, cols, D, 1) * keep_scale
+    return x
+
+
+@triton.jit
 def _head_weight_t(W, h, Dh, D, hd, cols):
     """W[h·Dh:(h+1)·Dh, :]ᵀ as a (D × Dh) tile."""
     return _tile(W + h * Dh * D, cols, D, 1, hd, Dh, D)
@@ -111,12 +120,13 @@ def _attend_head(xs, xa, wq_t, bq, wk_t, bk, wv_t, bv, same, scale, DT: tl.const
 
 
 @triton.jit
-def _attention_half(S, A, G, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, WV, BV, WO, BO, C,
-                    s0, n_rows, n_keys, T, D, H, Dh, eps, scale,
+def _attention_half(S, A, G, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, WV, BV, WO, BO, C, KEEP_ATTN,
+                    s0, n_rows, n_keys, T, D, H, Dh, eps, scale, keep_scale,
                     BR: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, BDH: tl.constexpr,
-                    STORE_C: tl.constexpr, PREC: tl.constexpr):
-    """LN of streams and anchor, all heads of the cross-attention, output projection, gate and
-    residual for one block of samples. Returns what the backward needs."""
+                    STORE_C: tl.constexpr, DROPOUT: tl.constexpr, PREC: tl.constexpr):
+    """LN of streams and anchor, all heads of the cross-attention, output projection, dropout,
+    gate and residual for one block of samples. Returns what the backward needs (``o`` is the
+    attention branch after dropout, before the gate)."""
     DT = WQ.dtype.element_ty
     rows, keys = tl.arange(0, BR), tl.arange(0, BT)
     cols, hd = tl.arange(0, BD), tl.arange(0, BDH)
@@ -136,7 +146,8 @@ def _attention_half(S, A, G, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, WV, BV, WO,
         if STORE_C:
             _store_tile(C + s0 * 2 * T * D + h * Dh, ch, rows, n_rows, D, hd, Dh)
         o += _dot(ch, _tile(WO + h * Dh, hd, Dh, 1, cols, D, D), DT, PREC)
-    o += _vec(BO, cols, D)[None, :]
+    o = _dropout(o + _vec(BO, cols, D)[None, :], KEEP_ATTN + s0 * 2 * T * D, keep_scale, rows, n_rows, cols, D,
+                 DROPOUT)
     s1 = s + g[:, None] * o
     return xs, xhat_s, rstd_s, xa, xhat_a, rstd_a, same, g, o, s1
 
@@ -152,34 +163,37 @@ def _ffn_hidden(xf, W1, B1, W2, f0, F, D, cols, fc, DT: tl.constexpr, PREC: tl.c
 
 @triton.jit
 def _iteration_fwd_kernel(S, A, G, OUT, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, WV, BV, WO, BO,
-                          LNFW, LNFB, W1, B1, W2, B2,
-                          B, T, D, H, Dh, F, eps, scale,
+                          LNFW, LNFB, W1, B1, W2, B2, KEEP_ATTN, KEEP_FFN,
+                          B, T, D, H, Dh, F, eps, scale, keep_scale,
                           SB: tl.constexpr, BR: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
-                          BDH: tl.constexpr, BF: tl.constexpr, PREC: tl.constexpr):
+                          BDH: tl.constexpr, BF: tl.constexpr, DROPOUT: tl.constexpr, PREC: tl.constexpr):
     DT = WQ.dtype.element_ty
     s0 = tl.program_id(0) * SB
     n_samples = tl.minimum(SB, B - s0)
     n_rows, n_keys = n_samples * 2 * T, n_samples * T
     rows, cols, fc = tl.arange(0, BR), tl.arange(0, BD), tl.arange(0, BF)
     _, _, _, _, _, _, _, _, _, s1 = _attention_half(
-        S, A, G, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, WV, BV, WO, BO, OUT,
-        s0, n_rows, n_keys, T, D, H, Dh, eps, scale, BR, BT, BD, BDH, False, PREC)
+        S, A, G, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, WV, BV, WO, BO, OUT, KEEP_ATTN,
+        s0, n_rows, n_keys, T, D, H, Dh, eps, scale, keep_scale, BR, BT, BD, BDH, False, DROPOUT, PREC)
     xf, _, _ = _layernorm(s1, _vec(LNFW, cols, D), _vec(LNFB, cols, D), cols, D, eps)
     y = tl.zeros([BR, BD], tl.float32)
     for f0 in range(0, F, BF):
         a1, w1_t, w2_t = _ffn_hidden(xf, W1, B1, W2, f0, F, D, cols, fc, DT, PREC)
         y += _dot(_gelu(a1), w2_t, DT, PREC)
-    s2 = s1 + y + _vec(B2, cols, D)[None, :]
+    y = _dropout(y + _vec(B2, cols, D)[None, :], KEEP_FFN + s0 * 2 * T * D, keep_scale, rows, n_rows, cols, D,
+                 DROPOUT)
+    s2 = s1 + y
     _store_tile(OUT + s0 * 2 * T * D, s2, rows, n_rows, D, cols, D)
 
 
 @triton.jit
 def _iteration_bwd_kernel(S, A, G, DS2, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, WV, BV, WO, BO,
-                          LNFW, LNFB, W1, B1, W2, B2,
-                          DS, DA, DG, PART, XS, XA, C, XF, HH, DA1, DO, DQ, DKV,
-                          B, T, D, H, Dh, F, eps, scale,
+                          LNFW, LNFB, W1, B1, W2, B2, KEEP_ATTN, KEEP_FFN,
+                          DS, DA, DG, PART, XS, XA, C, XF, HH, DA1, DO, DQ, DKV, DY,
+                          B, T, D, H, Dh, F, eps, scale, keep_scale,
                           SB: tl.constexpr, BR: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
-                          BDH: tl.constexpr, BF: tl.constexpr, BG: tl.constexpr, PREC: tl.constexpr):
+                          BDH: tl.constexpr, BF: tl.constexpr, BG: tl.constexpr, DROPOUT: tl.constexpr,
+                          PREC: tl.constexpr):
     DT = WQ.dtype.element_ty
     pid = tl.program_id(0)
     s0 = pid * SB
@@ -191,15 +205,18 @@ def _iteration_bwd_kernel(S, A, G, DS2, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, 
     part = PART + pid * (11 * D + F)
     # Forward recomputation, storing the inputs of every projection.
     xs, xhat_s, rstd_s, xa, xhat_a, rstd_a, same, g, o, s1 = _attention_half(
-        S, A, G, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, WV, BV, WO, BO, C,
-        s0, n_rows, n_keys, T, D, H, Dh, eps, scale, BR, BT, BD, BDH, True, PREC)
+        S, A, G, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, WV, BV, WO, BO, C, KEEP_ATTN,
+        s0, n_rows, n_keys, T, D, H, Dh, eps, scale, keep_scale, BR, BT, BD, BDH, True, DROPOUT, PREC)
     _store_tile(XS + row0 * D, xs, rows, n_rows, D, cols, D)
     _store_tile(XA + key0 * D, xa, keys, n_keys, D, cols, D)
     lnfw = _vec(LNFW, cols, D)
     xf, xhat_f, rstd_f = _layernorm(s1, lnfw, _vec(LNFB, cols, D), cols, D, eps)
     _store_tile(XF + row0 * D, xf, rows, n_rows, D, cols, D)
     # FFN backward.
-    dy = _tile(DS2 + row0 * D, rows, n_rows, D, cols, D, 1)
+    ds2 = _tile(DS2 + row0 * D, rows, n_rows, D, cols, D, 1)
+    dy = _dropout(ds2, KEEP_FFN + row0 * D, keep_scale, rows, n_rows, cols, D, DROPOUT)
+    if DROPOUT:
+        _store_tile(DY + row0 * D, dy, rows, n_rows, D, cols, D)
     dxf = tl.zeros([BR, BD], tl.float32)
     for f0 in range(0, F, BF):
         a1, w1_t, w2_t = _ffn_hidden(xf, W1, B1, W2, f0, F, D, cols, fc, DT, PREC)
@@ -211,13 +228,13 @@ def _iteration_bwd_kernel(S, A, G, DS2, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, 
     tl.store(part + 4 * D + cols, tl.sum(dy, axis=0), mask=cols < D)
     tl.store(part + 9 * D + cols, tl.sum(dxf * xhat_f, axis=0), mask=cols < D)
     tl.store(part + 10 * D + cols, tl.sum(dxf, axis=0), mask=cols < D)
-    ds1 = dy + _layernorm_bwd(dxf, xhat_f, rstd_f, lnfw, D)
+    ds1 = ds2 + _layernorm_bwd(dxf, xhat_f, rstd_f, lnfw, D)
     # Gate and residual.
     groups = tl.arange(0, BG)
     row_dot = tl.sum(ds1 * o, axis=1)
     dg = tl.sum(tl.where((rows // T)[:, None] == groups[None, :], row_dot[:, None], 0.0), axis=0)
     tl.store(DG + s0 * 2 + groups, dg, mask=groups < 2 * n_samples)
-    do = g[:, None] * ds1
+    do = _dropout(g[:, None] * ds1, KEEP_ATTN + row0 * D, keep_scale, rows, n_rows, cols, D, DROPOUT)
     _store_tile(DO + row0 * D, do, rows, n_rows, D, cols, D)
     tl.store(part + 3 * D + cols, tl.sum(do, axis=0), mask=cols < D)
     # Attention backward, head by head.
@@ -261,28 +278,37 @@ def _launch_config(streams, weights, n_heads):
                 BDH=next_block(d // n_heads), PREC=dot_precision(weights[4].dtype), num_warps=NUM_WARPS)
 
 
-def _scalars(streams, w, n_heads, eps):
+def _scalars(streams, w, n_heads, eps, keep_scale):
     b, _, t, d = streams.shape
     dh = d // n_heads
-    return (b, t, d, n_heads, dh, w[14].shape[0], eps, 1.0 / math.sqrt(dh))
+    return (b, t, d, n_heads, dh, w[14].shape[0], eps, 1.0 / math.sqrt(dh), keep_scale)
+
+
+def _keep_pointers(streams, keep_attn, keep_ffn):
+    """The two keep masks, or placeholders that the kernels never read when there is no dropout."""
+    return (streams, streams) if keep_attn is None else (keep_attn, keep_ffn)
 
 
 @triton_op("prlf_fast::interact_iteration_fwd", mutates_args=())
 def interact_iteration_fwd(streams: torch.Tensor, anchor: torch.Tensor, gates: torch.Tensor,
-                           weights: list[torch.Tensor], n_heads: int, eps: float) -> torch.Tensor:
+                           weights: list[torch.Tensor], keep_attn: Optional[torch.Tensor],
+                           keep_ffn: Optional[torch.Tensor], keep_scale: float, n_heads: int,
+                           eps: float) -> torch.Tensor:
     """Updated streams (B, 2, T, d) after one iteration."""
     out = torch.empty_like(streams)
     cfg = _launch_config(streams, weights, n_heads)
     grid = (triton.cdiv(streams.shape[0], cfg["SB"]),)
     wrap_triton(_iteration_fwd_kernel)[grid](
-        streams, anchor, gates, out, *weights, *_scalars(streams, weights, n_heads, eps),
-        BF=min(FFN_CHUNK, next_block(weights[14].shape[0])), **cfg)
+        streams, anchor, gates, out, *weights, *_keep_pointers(streams, keep_attn, keep_ffn),
+        *_scalars(streams, weights, n_heads, eps, keep_scale),
+        BF=min(FFN_CHUNK, next_block(weights[14].shape[0])), DROPOUT=keep_attn is not None, **cfg)
     return out
 
 
 @triton_op("prlf_fast::interact_iteration_bwd", mutates_args=())
 def interact_iteration_bwd(grad_out: torch.Tensor, streams: torch.Tensor, anchor: torch.Tensor,
-                           gates: torch.Tensor, weights: list[torch.Tensor], n_heads: int,
+                           gates: torch.Tensor, weights: list[torch.Tensor], keep_attn: Optional[torch.Tensor],
+                           keep_ffn: Optional[torch.Tensor], keep_scale: float, n_heads: int,
                            eps: float) -> list[torch.Tensor]:
     """[d streams, d anchor, d gates, d of all vector parameters (bq, bk, bv, bo, b2, then the
     LayerNorm weight/bias of streams, anchor and FFN, then b1), d Wq, d [Wk; Wv], d Wo, d W1, d W2]."""
@@ -300,42 +326,55 @@ def interact_iteration_bwd(grad_out: torch.Tensor, streams: torch.Tensor, anchor
     xa = torch.empty((keys, d), dtype=dtype, device=dev)
     hh, da1 = (torch.empty((rows, f), dtype=dtype, device=dev) for _ in range(2))
     dkv = torch.empty((keys, 2 * d), dtype=dtype, device=dev)
+    dropout = keep_attn is not None
+    # The FFN branch's output gradient: grad_out itself, or (with dropout) written by the kernel.
+    dy = torch.empty((rows, d), dtype=dtype, device=dev) if dropout else grad_out.view(rows, d).to(dtype)
     wrap_triton(_iteration_bwd_kernel)[(n_prog,)](
-        streams, anchor, gates, grad_out, *weights, ds, da, dg, part, xs, xa, c, xf, hh, da1, do, dq, dkv,
-        *_scalars(streams, weights, n_heads, eps),
-        BF=min(FFN_CHUNK, next_block(f)), BG=triton.next_power_of_2(2 * cfg["SB"]), **cfg)
-    dy = grad_out.view(rows, d).to(dtype)
+        streams, anchor, gates, grad_out, *weights, *_keep_pointers(streams, keep_attn, keep_ffn),
+        ds, da, dg, part, xs, xa, c, xf, hh, da1, do, dq, dkv, dy,
+        *_scalars(streams, weights, n_heads, eps, keep_scale),
+        BF=min(FFN_CHUNK, next_block(f)), BG=triton.next_power_of_2(2 * cfg["SB"]), DROPOUT=dropout, **cfg)
     return [ds, da, dg.to(gates.dtype), part.sum(dim=0),
             dq.t() @ xs, dkv.t() @ xa, do.t() @ c, da1.t() @ xf, dy.t() @ hh]
 
 
 def _setup_context(ctx, inputs, output):
-    streams, anchor, gates, weights, n_heads, eps = inputs
-    ctx.save_for_backward(streams, anchor, gates, *weights)
-    ctx.n_heads, ctx.eps = n_heads, eps
+    streams, anchor, gates, weights, keep_attn, keep_ffn, keep_scale, n_heads, eps = inputs
+    ctx.save_for_backward(streams, anchor, gates, keep_attn, keep_ffn, *weights)
+    ctx.keep_scale, ctx.n_heads, ctx.eps = keep_scale, n_heads, eps
 
 
 def _backward(ctx, grad_out):
-    streams, anchor, gates, *weights = ctx.saved_tensors
+    streams, anchor, gates, keep_attn, keep_ffn, *weights = ctx.saved_tensors
     d = streams.shape[-1]
     ds, da, dg, d_vec, d_wq, d_wkv, d_wo, d_w1, d_w2 = interact_iteration_bwd(
-        grad_out, streams, anchor, gates, weights, ctx.n_heads, ctx.eps)
+        grad_out, streams, anchor, gates, weights, keep_attn, keep_ffn, ctx.keep_scale, ctx.n_heads, ctx.eps)
     d_bq, d_bk, d_bv, d_bo, d_b2, d_lsw, d_lsb, d_law, d_lab, d_lfw, d_lfb = d_vec[: 11 * d].split(d)
     d_wk, d_wv = d_wkv.split(d)
     d_weights = [d_lsw, d_lsb, d_law, d_lab, d_wq, d_bq, d_wk, d_bk, d_wv, d_bv, d_wo, d_bo,
                  d_lfw, d_lfb, d_w1, d_vec[11 * d:], d_w2, d_b2]
     d_weights = [g.to(w.dtype) for g, w in zip(d_weights, weights)]
-    return ds, da, dg, d_weights, None, None
+    return ds, da, dg, d_weights, None, None, None, None, None
 
 
 interact_iteration_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
-def interact_iteration(streams, anchor, gates, weights: Sequence[torch.Tensor], n_heads: int, eps: float = 1e-5):
+def draw_keep_masks(streams, p: float):
+    """Dropout keep masks (uint8, 1 = keep with probability 1 − p) for the attention branch and the
+    FFN branch, drawn from torch's generator for ``streams``' device."""
+    return tuple(torch.empty(streams.shape, dtype=torch.uint8, device=streams.device).bernoulli_(1.0 - p)
+                 for _ in range(2))
+
+
+def interact_iteration(streams, anchor, gates, weights: Sequence[torch.Tensor], n_heads: int, eps: float = 1e-5,
+                       dropout: float = 0.0):
     """One ProgInteract iteration, differentiable: streams (B, 2, T, d), anchor (B, T, d),
     gates (B, 2), ``weights`` in the order of ``WEIGHT_NAMES``, all on one device. Streams,
     anchor and gates share one dtype; the projection weights and biases share one dtype (the
-    same, or a narrower one as under autocast); the LayerNorm affines may be any float dtype."""
+    same, or a narrower one as under autocast); the LayerNorm affines may be any float dtype.
+    ``dropout``: probability of nn.Dropout on each residual branch's output (the attention
+    branch before the gate, the FFN branch); pass 0 in eval mode."""
     b, j, t, d = streams.shape
     if j != 2 or tuple(anchor.shape) != (b, t, d) or tuple(gates.shape) != (b, 2):
         raise ValueError(f"interact_iteration: expected streams (B, 2, T, d), anchor (B, T, d), gates (B, 2); "
@@ -345,10 +384,14 @@ def interact_iteration(streams, anchor, gates, weights: Sequence[torch.Tensor], 
                          f"got {len(weights)}")
     if d % n_heads:
         raise ValueError(f"interact_iteration: d={d} is not divisible by n_heads={n_heads}")
+    if not 0.0 <= dropout <= 1.0:
+        raise ValueError(f"interact_iteration: dropout={dropout} must be in [0, 1]")
     for group, tensors in (("streams, anchor and gates", (streams, anchor, gates)),
                            ("the projection weights and biases", [weights[i] for i in PROJECTION_INDICES])):
         dtypes = {t.dtype for t in tensors}
         if len(dtypes) != 1:
             raise ValueError(f"interact_iteration: {group} must share one dtype; got {sorted(map(str, dtypes))}")
+    keep_attn, keep_ffn = draw_keep_masks(streams, dropout) if dropout > 0 else (None, None)
+    keep_scale = 1.0 / (1.0 - dropout) if dropout < 1 else 0.0
     return interact_iteration_fwd(streams.contiguous(), anchor.contiguous(), gates.contiguous(),
-                                  [w.contiguous() for w in weights], n_heads, eps)
+                                  [w.contiguous() for w in weights], keep_attn, keep_ffn, keep_scale, n_heads, eps)

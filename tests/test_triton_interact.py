@@ -1,6 +1,6 @@
 """The fused ProgInteract iteration against the eager InteractLayer (DESIGN §4.3, §5): forward and
-the gradient of streams, anchor, gates and every parameter under the error rule; dropout
-semantics; on CPU through the Triton interpreter, on a GPU also at MOSEI sizes in fp32 and bf16."""
+the gradient of streams, anchor, gates and every parameter under the error rule, also in training
+mode with dropout (same keep masks); on CPU through the Triton interpreter, on a GPU also at MOSEI sizes in fp32 and bf16."""
 import copy
 
 import pytest
@@ -79,22 +79,55 @@ def test_autocast_matches_eager_autocast(device, low):
     assert_error_rule(fast, same, exact, NAMES)
 
 
-def test_training_with_dropout_runs_the_eager_layer_with_dropout():
+class FixedDropout(torch.nn.Module):
+    """nn.Dropout with given keep masks, used in call order (attention branch, then FFN branch)."""
+
+    def __init__(self, masks, p):
+        super().__init__()
+        self.masks, self.p, self.calls = masks, p, 0
+
+    def forward(self, x):
+        keep = self.masks[self.calls % len(self.masks)]
+        self.calls += 1
+        return x * keep.to(x.dtype) / (1 - self.p)
+
+
+def test_training_dropout_matches_eager_with_the_same_masks(monkeypatch):
+    import prlf_fast.kernels.interact as fused
+
+    p, b, t, d = 0.3, 4, 3, 16
+    masks = tuple((torch.rand(b, 2, t, d, generator=torch.Generator().manual_seed(i)) >= p).to(torch.uint8)
+                  for i in range(2))
+
+    def fixed_masks(streams, prob):
+        assert prob == p
+        return tuple(m.to(streams.device) for m in masks)
+
+    monkeypatch.setattr(fused, "draw_keep_masks", fixed_masks)
+    layer = make_layer(d, 2, 24, seed=7).train()
+    layer.drop = FixedDropout(masks, p)
+    inputs = make_inputs(b, t, d, seed=7)
+    exact = run_layer(layer, *inputs, torch.float64, "reference")
+    same = run_layer(layer, *inputs, torch.float32, "reference")
+    fast = run_layer(layer, *inputs, torch.float32, "triton")
+    assert_error_rule(fast, same, exact, NAMES)
+
+
+def test_training_dropout_is_random_and_p_one_drops_both_branches():
     layer = make_layer(16, 2, 24, seed=0, dropout=0.5).float().train()
     streams, anchor, gates, _ = (x.float() for x in make_inputs(3, 3, 16, seed=0))
-    assert not layer.uses_fused("triton", streams)
-    first, second = (layer(streams, anchor, gates, backend="triton") for _ in range(2))
-    assert not torch.equal(first, second)          # dropout is active
-    layer.eval()
     assert layer.uses_fused("triton", streams)
+    first, second = (layer(streams, anchor, gates, backend="triton") for _ in range(2))
+    assert not torch.equal(first, second)
+    torch.manual_seed(11)
+    again = layer(streams, anchor, gates, backend="triton")
+    torch.manual_seed(11)
+    assert torch.equal(layer(streams, anchor, gates, backend="triton"), again)
+    layer.drop.p = 1.0
+    assert torch.equal(layer(streams, anchor, gates, backend="triton"), streams)
+    layer.eval()
     torch.testing.assert_close(layer(streams, anchor, gates, backend="triton"),
                                layer(streams, anchor, gates, backend="reference"))
-
-
-def test_training_without_dropout_uses_the_fused_iteration():
-    layer = make_layer(16, 2, 24, seed=1, dropout=0.0).float().train()
-    streams = torch.randn(2, 2, 3, 16)
-    assert layer.uses_fused("triton", streams) and not layer.uses_fused("reference", streams)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -102,12 +135,20 @@ def test_training_without_dropout_uses_the_fused_iteration():
     (lambda s, a, g, w: (s, a[:, :-1], g, w), "expected streams"),
     (lambda s, a, g, w: (s, a, g, w[:-1]), "expected 18 weights"),
     (lambda s, a, g, w: (s, a, g.double(), w), "share one dtype"),
+    (lambda s, a, g, w: (s, a, g, w[:4] + [w[4].double()] + w[5:]), "projection weights and biases must share"),
 ])
 def test_rejects_bad_inputs(change, message):
     layer = make_layer(16, 2, 24, seed=0).float()
     streams, anchor, gates, _ = (x.float() for x in make_inputs(2, 3, 16, seed=0))
     with pytest.raises(ValueError, match=message):
         interact_iteration(*change(streams, anchor, gates, layer.fused_weights()), n_heads=2)
+
+
+def test_rejects_a_dropout_probability_outside_0_1():
+    layer = make_layer(16, 2, 24, seed=0).float()
+    streams, anchor, gates, _ = (x.float() for x in make_inputs(2, 3, 16, seed=0))
+    with pytest.raises(ValueError, match="dropout=1.5"):
+        interact_iteration(streams, anchor, gates, layer.fused_weights(), n_heads=2, dropout=1.5)
 
 
 @requires_cuda

@@ -13,8 +13,8 @@ class InteractLayer(nn.Module):
 
     Both streams share the weights and the anchor, so their 2T query rows attend to the same
     T anchor keys in one attention call. Backends that select the fused Triton iteration
-    (``prlf_fast.kernels.interact_iteration``) run it instead of the eager modules below, except
-    where it cannot match them: training with dropout > 0 (dropout stays in the eager path).
+    (``prlf_fast.kernels.interact_iteration``) run it instead of the eager modules below, with the
+    same parameters and the same dropout semantics (in training mode, a keep mask per branch).
     """
 
     def __init__(self, d_model: int, n_heads: int, ffn_dim: int, dropout: float):
@@ -35,10 +35,8 @@ class InteractLayer(nn.Module):
                 self.norm_ffn.weight, self.norm_ffn.bias, ffn.fc1.weight, ffn.fc1.bias, ffn.fc2.weight, ffn.fc2.bias]
 
     def uses_fused(self, backend: str, streams) -> bool:
-        """Whether this call runs the fused Triton iteration (the eager semantics, without dropout)."""
-        if implementation("interact_iteration", backend, streams.device.type) != "triton":
-            return False
-        return not (self.training and self.drop.p > 0)
+        """Whether a call with ``backend`` on ``streams``' device runs the fused Triton iteration."""
+        return implementation("interact_iteration", backend, streams.device.type) == "triton"
 
     def forward(self, streams, anchor, gates, backend: str = "reference"):
         """streams (B, 2, T, d), anchor (B, T, d), gates (B, 2) -> updated streams."""
@@ -52,7 +50,8 @@ class InteractLayer(nn.Module):
                 low = torch.get_autocast_dtype(device)
                 weights = [w.to(low) if i in PROJECTION_INDICES else w for i, w in enumerate(weights)]
             return kernels.interact_iteration(streams, anchor, gates.to(streams.dtype), weights,
-                                              self.attn.n_heads, self.norm_stream.eps)
+                                              self.attn.n_heads, self.norm_stream.eps,
+                                              dropout=self.drop.p if self.training else 0.0)
         b, j, t, d = streams.shape
         q = self.norm_stream(streams).reshape(b, j * t, d)
         attended = self.attn(q, self.norm_anchor(anchor), backend=backend).view(b, j, t, d)
