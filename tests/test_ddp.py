@@ -2,6 +2,7 @@
 parameters as one process on the same global batches."""
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -35,9 +36,17 @@ def run(nproc, out, extra=()):
     if nproc:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--no-python", f"--nproc_per_node={nproc}",
                "--standalone", *cmd]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return load_file(str(out / "last.safetensors")), proc.stderr
+    # A session of its own, so a hung run is ended with all its ranks.
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, err[-3000:]
+    return load_file(str(out / "last.safetensors")), err
 
 
 def max_model_diff(a, b):
