@@ -141,6 +141,8 @@ def masked_attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     b, h, lq, dh = q.shape
     out = torch.empty((b, h, lq, dh), dtype=q.dtype, device=q.device)
     lse = torch.empty((b, h, lq), dtype=torch.float32, device=q.device)
+    if out.numel() == 0:
+        return out, lse
     grid = (triton.cdiv(lq, BLOCK_M), b * h)
     wrap_triton(_fwd_kernel)[grid](
         q, k, v, key_valid, out, lse, *_strides(q, k, v, key_valid),
@@ -157,9 +159,13 @@ def masked_attention_bwd(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tenso
     b, h, lq, dh = q.shape
     lk = k.shape[2]
     grad_out = grad_out.contiguous()
-    dq = torch.empty((b, h, lq, dh), dtype=q.dtype, device=q.device)
-    dk = torch.empty((b, h, lk, dh), dtype=k.dtype, device=k.device)
-    dv = torch.empty((b, h, lk, dh), dtype=v.dtype, device=v.device)
+    empty = b * h * dh == 0 or lq == 0 or lk == 0   # nothing to launch: the gradients are 0
+    alloc = torch.zeros if empty else torch.empty
+    dq = alloc((b, h, lq, dh), dtype=q.dtype, device=q.device)
+    dk = alloc((b, h, lk, dh), dtype=k.dtype, device=k.device)
+    dv = alloc((b, h, lk, dh), dtype=v.dtype, device=v.device)
+    if empty:
+        return dq, dk, dv
     n_key_blocks = triton.cdiv(lk, BLOCK_N)
     grid = (n_key_blocks + triton.cdiv(lq, BLOCK_M), b * h)
     wrap_triton(_bwd_kernel)[grid](

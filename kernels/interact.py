@@ -298,6 +298,8 @@ def interact_iteration_fwd(streams: torch.Tensor, anchor: torch.Tensor, gates: t
     out = torch.empty_like(streams)
     cfg = _launch_config(streams, weights, n_heads)
     grid = (triton.cdiv(streams.shape[0], cfg["SB"]),)
+    if grid[0] == 0:
+        return out
     wrap_triton(_iteration_fwd_kernel)[grid](
         streams, anchor, gates, out, *weights, *_keep_pointers(streams, keep_attn, keep_ffn),
         *_scalars(streams, weights, n_heads, eps, keep_scale),
@@ -329,11 +331,12 @@ def interact_iteration_bwd(grad_out: torch.Tensor, streams: torch.Tensor, anchor
     dropout = keep_attn is not None
     # The FFN branch's output gradient: grad_out itself, or (with dropout) written by the kernel.
     dy = torch.empty((rows, d), dtype=dtype, device=dev) if dropout else grad_out.view(rows, d).to(dtype)
-    wrap_triton(_iteration_bwd_kernel)[(n_prog,)](
-        streams, anchor, gates, grad_out, *weights, *_keep_pointers(streams, keep_attn, keep_ffn),
-        ds, da, dg, part, xs, xa, c, xf, hh, da1, do, dq, dkv, dy,
-        *_scalars(streams, weights, n_heads, eps, keep_scale),
-        BF=min(FFN_CHUNK, next_block(f)), BG=triton.next_power_of_2(2 * cfg["SB"]), DROPOUT=dropout, **cfg)
+    if n_prog:   # (an empty batch launches nothing: every sum and product below is over nothing, so 0)
+        wrap_triton(_iteration_bwd_kernel)[(n_prog,)](
+            streams, anchor, gates, grad_out, *weights, *_keep_pointers(streams, keep_attn, keep_ffn),
+            ds, da, dg, part, xs, xa, c, xf, hh, da1, do, dq, dkv, dy,
+            *_scalars(streams, weights, n_heads, eps, keep_scale),
+            BF=min(FFN_CHUNK, next_block(f)), BG=triton.next_power_of_2(2 * cfg["SB"]), DROPOUT=dropout, **cfg)
     return [ds, da, dg.to(gates.dtype), part.sum(dim=0),
             dq.t() @ xs, dkv.t() @ xa, do.t() @ c, da1.t() @ xf, dy.t() @ hh]
 

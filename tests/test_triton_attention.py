@@ -78,6 +78,16 @@ def test_row_without_valid_key_is_exactly_zero_with_zero_gradients():
     assert torch.equal(dv[invalid], torch.zeros_like(dv[invalid]))
 
 
+@pytest.mark.parametrize("b, lq, lk", [(0, 3, 5), (2, 0, 5), (2, 3, 0)])
+def test_empty_shapes_give_empty_or_zero_results(b, lq, lk):
+    q = torch.randn(b, 2, lq, 16, requires_grad=True)
+    k, v = (torch.randn(b, 2, lk, 16, requires_grad=True) for _ in range(2))
+    out = masked_attention(q, k, v, torch.ones(b, lk, dtype=torch.bool))
+    out.sum().backward()
+    assert out.shape == q.shape and not out.any()
+    assert not (q.grad.any() or k.grad.any() or v.grad.any())
+
+
 def test_invalid_keys_do_not_matter():
     q, k, v, valid = (t.float() if t.is_floating_point() else t for t in attention_inputs(2, 2, 4, 37, 16, seed=3))
     invalid = (~valid)[:, None, :, None]

@@ -79,6 +79,14 @@ def test_autocast_matches_eager_autocast(device, low):
     assert_error_rule(fast, same, exact, NAMES)
 
 
+def test_empty_batch_gives_empty_streams_and_zero_weight_gradients():
+    layer = make_layer(16, 2, 24, seed=0).float()
+    streams, anchor, gates = (torch.zeros(0, *shape, requires_grad=True) for shape in ((2, 3, 16), (3, 16), (2,)))
+    out = layer(streams, anchor, gates, backend="triton")
+    grads = torch.autograd.grad(out.sum(), layer.fused_weights())
+    assert out.shape == streams.shape and not any(g.any() for g in grads)
+
+
 class FixedDropout(torch.nn.Module):
     """nn.Dropout with given keep masks, used in call order (attention branch, then FFN branch)."""
 
