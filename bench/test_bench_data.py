@@ -39,9 +39,11 @@ def mosei_batch(batch_size, seed=0):
     return arrays, batch
 
 
-@pytest.mark.parametrize("impl", ["baseline", "batched"])
+@pytest.mark.parametrize("impl", ["baseline", "batched", "batched-inplace"])
 @pytest.mark.parametrize("device", devices())
 def test_train_corrupt_mosei_batch(benchmark, impl, device):
+    """``batched-inplace`` overwrites the batch (as a trainer may with ``Split.batch``'s fresh
+    batches); ``batched`` allocates new feature tensors."""
     if impl == "baseline" and device != "cpu":
         pytest.skip("the numpy baseline runs on the CPU only")
     arrays, batch = mosei_batch(BATCH)
@@ -54,7 +56,8 @@ def test_train_corrupt_mosei_batch(benchmark, impl, device):
     else:
         batch = batch.to(device)
         g = epoch_generator(0, 0, device)
-        out = benchmark(synced(lambda: train_corrupt(batch, g), device))
+        inplace = impl == "batched-inplace"
+        out = benchmark(synced(lambda: train_corrupt(batch, g, inplace=inplace), device))
         assert out.audio.shape == batch.audio.shape
 
 

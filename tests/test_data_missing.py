@@ -172,3 +172,15 @@ def test_modality_dropout_never_removes_every_present_modality():
     present = torch.stack([out.mask(m).any(1) for m in MODALITIES], 1)
     assert present.any(1).all()
     assert abs(1 - present.double().mean().item() - 0.3) < 0.05
+
+
+def test_inplace_train_corrupt_matches_and_only_then_mutates():
+    clean = make_batch(32, seed=9)
+    copy = make_batch(32, seed=9)
+    out = train_corrupt(clean, epoch_generator(2, 3))
+    assert torch.equal(clean.audio, copy.audio) and torch.equal(clean.text_ids, copy.text_ids)
+    same = train_corrupt(copy, epoch_generator(2, 3), inplace=True)
+    assert same.audio.data_ptr() == copy.audio.data_ptr()
+    for name in ("text", "text_mask", "audio", "audio_mask", "vision", "vision_mask", "text_ids"):
+        assert torch.equal(getattr(out, name), getattr(same, name)), name
+    check_consistent(clean, out)
