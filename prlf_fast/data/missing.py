@@ -44,13 +44,15 @@ def _with_text_ends(keep: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 def apply_keep(batch: Batch, keep: dict, inplace: bool = False) -> Batch:
     """A batch where modality m keeps only ``keep[m]`` (B, L_m) of its positions: other rows are
-    zeroed and marked invalid, and dropped valid token ids become [UNK]. With ``inplace`` the
-    features and token ids of ``batch`` are overwritten (no new buffers: for fresh batches such
-    as ``Split.batch``'s); otherwise ``batch`` is left untouched."""
-    fill = torch.Tensor.masked_fill_ if inplace else torch.Tensor.masked_fill
+    zeroed (by multiplication, so features must be finite, as ``load_mmsa`` makes them) and
+    marked invalid, and dropped valid token ids become [UNK]. With ``inplace`` the features and
+    token ids of ``batch`` are overwritten (meant for fresh batches such as ``Split.batch``'s);
+    otherwise ``batch`` is left untouched."""
+    mul, fill = ((torch.Tensor.mul_, torch.Tensor.masked_fill_) if inplace
+                 else (torch.Tensor.mul, torch.Tensor.masked_fill))
     changes = {}
     for m, k in keep.items():
-        changes[m] = fill(batch.features(m), ~k.unsqueeze(-1), 0.0)
+        changes[m] = mul(batch.features(m), k.unsqueeze(-1))  # finite features: 0 where dropped
         changes[f"{m}_mask"] = k
     if "text" in keep and batch.text_ids is not None:
         changes["text_ids"] = fill(batch.text_ids, batch.text_mask & ~keep["text"], UNK)
@@ -79,8 +81,8 @@ def train_rates(batch_size: int, generator: torch.Generator) -> torch.Tensor:
 
 def train_corrupt(batch: Batch, generator: torch.Generator, inplace: bool = False) -> Batch:
     """The intra-modality training protocol on one batch (redraw each epoch via ``epoch_generator``).
-    ``inplace=True`` overwrites the batch's features and ids (see ``apply_keep``): several times
-    faster on the CPU, where fresh output buffers cost more than the masking itself."""
+    ``inplace=True`` overwrites the batch's features and ids (see ``apply_keep``), saving the
+    allocation of new feature tensors."""
     device = batch.text.device
     rates = train_rates(batch.size, generator).to(device)
     uniforms = {m: _uniform(batch.mask(m).shape, generator, device) for m in MODALITIES}
