@@ -14,7 +14,8 @@ TRAIN_PRESETS = {
     "mosei": dict(epochs=15, batch_size=64, lr=5e-4),
     "sims": dict(epochs=30, batch_size=32, lr=5e-4),
 }
-SYNTHETIC_EPOCHS = 6
+SYNTHETIC_EPOCHS = 12
+DEFAULT_EVAL_SEEDS = (0, 1, 2)  # mask seeds of the robustness evaluation
 # CLI option -> TrainConfig field, for options that shape the run (saved in config.json).
 TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "warmup", "grad_clip", "seed",
                  "train_missing", "modality_dropout", "select_rate", "select_seed", "select_metric",
@@ -34,7 +35,7 @@ def add_device_options(p) -> None:
                    help="model implementation (default: fast)")
     p.add_argument("--rates", type=rate_list, nargs="+", metavar="R",
                    help="intra-modality missing rates to evaluate (default 0.0 0.1 … 0.9)")
-    p.add_argument("--seeds", type=int, nargs="+", metavar="S", help="mask seeds to evaluate (default 0)")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="S", help="mask seeds to evaluate (default 0 1 2)")
 
 
 def register(sub) -> None:
@@ -123,7 +124,7 @@ def new_config(args) -> dict:
         defaults["epochs"] = SYNTHETIC_EPOCHS
     train_cfg = TrainConfig(**{**defaults, **explicit_train(args)})
     return run_config(model_cfg, train_cfg, data_spec(args.data, synthetic_sizes(args.synthetic)),
-                      args.rates, args.seeds or [0])
+                      args.rates, args.seeds or list(DEFAULT_EVAL_SEEDS))
 
 
 def resumed_config(args, saved: dict) -> dict:

@@ -23,7 +23,7 @@ from prlf_fast.train.trainer import Trainer, TrainConfig
 
 SPLITS = ("train", "valid", "test")
 # The embedded default data set: MOSI-shaped synthetic data, small enough for 2 CPU cores.
-SYNTHETIC_DEFAULT = {"n_train": 480, "n_valid": 120, "n_test": 240, "seed": 0}
+SYNTHETIC_DEFAULT = {"n_train": 800, "n_valid": 200, "n_test": 400, "seed": 0}
 
 
 def data_spec(path: str | None, synthetic: dict | None = None) -> dict:
