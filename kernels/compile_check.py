@@ -21,8 +21,8 @@ from prlf_fast.kernels import attention, interact
 from prlf_fast.kernels.common import dot_precision, next_block
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-# Model sizes (DESIGN §4, MOSEI): d 128, 8 heads, T 8, FFN 256.
-D_MODEL, HEADS, TOKENS, FFN = 128, 8, 8, 256
+# Model sizes (DESIGN §4, MOSEI): d 128, 8 heads, T 8, FFN 256, 3 iterations.
+D_MODEL, HEADS, TOKENS, FFN, N_ITERATIONS = 128, 8, 8, 256, 3
 
 
 def _signature(fn, pointers: dict, scalars: dict, constexprs: dict) -> dict:
@@ -52,10 +52,13 @@ def _interact_specs(dt: str):
     meta["BF"] = min(interact.FFN_CHUNK, next_block(FFN))
     scalars = {n: "i32" for n in ("B", "T", "D", "H", "F")} | {"Dh": "i32", "eps": "fp32", "scale": "fp32"}
     pointers = {"*": dt, "KEEP_ATTN": "u8", "KEEP_FFN": "u8", "DG": "fp32", "PART": "fp32"}
-    bwd_meta = dict(meta, BG=triton.next_power_of_2(2 * meta["SB"]))
-    return [(kernel, pointers, scalars, dict(m, DROPOUT=dropout), warps)
-            for dropout in (False, True)
-            for kernel, m in ((interact._iteration_fwd_kernel, meta), (interact._iteration_bwd_kernel, bwd_meta))]
+    fwd_meta, bwd_meta = dict(meta, N_LAYERS=1), dict(meta, BG=triton.next_power_of_2(2 * meta["SB"]))
+    training = [(kernel, pointers, scalars, dict(m, DROPOUT=dropout), warps)
+                for dropout in (False, True)
+                for kernel, m in ((interact._iteration_fwd_kernel, fwd_meta), (interact._iteration_bwd_kernel, bwd_meta))]
+    persistent = (interact._iteration_fwd_kernel, pointers, scalars, dict(meta, N_LAYERS=N_ITERATIONS, DROPOUT=False),
+                  warps)
+    return training + [persistent]
 
 
 def _ptxas_report(ptx: str, arch: int) -> str:
@@ -79,7 +82,7 @@ def check(arch: int, dtypes) -> list[str]:
             src = ASTSource(fn=fn, signature=_signature(fn, pointers, scalars, meta),
                             constexprs={(fn.arg_names.index(k),): v for k, v in meta.items()})
             kernel = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(num_warps=warps))
-            variant = "dropout" if meta.get("DROPOUT") else ""
+            variant = "dropout" if meta.get("DROPOUT") else f"N={meta['N_LAYERS']}" if meta.get("N_LAYERS", 1) > 1 else ""
             lines.append(f"{fn.__name__:22s} {dt:5s} {variant:8s} warps={warps}  "
                          f"{_ptxas_report(kernel.asm['ptx'], arch)}")
     return lines

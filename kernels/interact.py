@@ -120,19 +120,26 @@ def _attend_head(xs, xa, wq_t, bq, wk_t, bk, wv_t, bv, same, scale, DT: tl.const
 
 
 @triton.jit
-def _attention_half(S, A, G, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, WV, BV, WO, BO, C, KEEP_ATTN,
-                    s0, n_rows, n_keys, T, D, H, Dh, eps, scale, keep_scale,
-                    BR: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, BDH: tl.constexpr,
-                    STORE_C: tl.constexpr, DROPOUT: tl.constexpr, PREC: tl.constexpr):
-    """LN of streams and anchor, all heads of the cross-attention, output projection, dropout,
-    gate and residual for one block of samples. Returns what the backward needs (``o`` is the
-    attention branch after dropout, before the gate)."""
-    DT = WQ.dtype.element_ty
-    rows, keys = tl.arange(0, BR), tl.arange(0, BT)
-    cols, hd = tl.arange(0, BD), tl.arange(0, BDH)
+def _load_block(S, A, G, s0, n_rows, n_keys, T, D, BR: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr):
+    """The block's stream rows, anchor rows and per-row gate, in float32."""
+    rows, keys, cols = tl.arange(0, BR), tl.arange(0, BT), tl.arange(0, BD)
     s = _tile(S + s0 * 2 * T * D, rows, n_rows, D, cols, D, 1)
     a = _tile(A + s0 * T * D, keys, n_keys, D, cols, D, 1)
     g = tl.load(G + s0 * 2 + rows // T, mask=rows < n_rows, other=0.0).to(tl.float32)
+    return s, a, g
+
+
+@triton.jit
+def _attention_half(s, a, g, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, WV, BV, WO, BO, C, KEEP_ATTN,
+                    n_rows, n_keys, T, D, H, Dh, eps, scale, keep_scale,
+                    BR: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, BDH: tl.constexpr,
+                    STORE_C: tl.constexpr, DROPOUT: tl.constexpr, PREC: tl.constexpr):
+    """LN of streams and anchor, all heads of the cross-attention, output projection, dropout,
+    gate and residual for one block (``C`` and ``KEEP_ATTN`` point at the block's first row).
+    Returns what the backward needs (``o``: the attention branch after dropout, before the gate)."""
+    DT = WQ.dtype.element_ty
+    rows, keys = tl.arange(0, BR), tl.arange(0, BT)
+    cols, hd = tl.arange(0, BD), tl.arange(0, BDH)
     xs, xhat_s, rstd_s = _layernorm(s, _vec(LNSW, cols, D), _vec(LNSB, cols, D), cols, D, eps)
     xa, xhat_a, rstd_a = _layernorm(a, _vec(LNAW, cols, D), _vec(LNAB, cols, D), cols, D, eps)
     same = ((rows // (2 * T))[:, None] == (keys // T)[None, :]) \
@@ -144,12 +151,11 @@ def _attention_half(S, A, G, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, WV, BV, WO,
             _head_weight_t(WK, h, Dh, D, hd, cols), _vec(BK + h * Dh, hd, Dh),
             _head_weight_t(WV, h, Dh, D, hd, cols), _vec(BV + h * Dh, hd, Dh), same, scale, DT, PREC)
         if STORE_C:
-            _store_tile(C + s0 * 2 * T * D + h * Dh, ch, rows, n_rows, D, hd, Dh)
+            _store_tile(C + h * Dh, ch, rows, n_rows, D, hd, Dh)
         o += _dot(ch, _tile(WO + h * Dh, hd, Dh, 1, cols, D, D), DT, PREC)
-    o = _dropout(o + _vec(BO, cols, D)[None, :], KEEP_ATTN + s0 * 2 * T * D, keep_scale, rows, n_rows, cols, D,
-                 DROPOUT)
+    o = _dropout(o + _vec(BO, cols, D)[None, :], KEEP_ATTN, keep_scale, rows, n_rows, cols, D, DROPOUT)
     s1 = s + g[:, None] * o
-    return xs, xhat_s, rstd_s, xa, xhat_a, rstd_a, same, g, o, s1
+    return xs, xhat_s, rstd_s, xa, xhat_a, rstd_a, same, o, s1
 
 
 @triton.jit
@@ -165,25 +171,33 @@ def _ffn_hidden(xf, W1, B1, W2, f0, F, D, cols, fc, DT: tl.constexpr, PREC: tl.c
 def _iteration_fwd_kernel(S, A, G, OUT, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, WV, BV, WO, BO,
                           LNFW, LNFB, W1, B1, W2, B2, KEEP_ATTN, KEEP_FFN,
                           B, T, D, H, Dh, F, eps, scale, keep_scale,
-                          SB: tl.constexpr, BR: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
-                          BDH: tl.constexpr, BF: tl.constexpr, DROPOUT: tl.constexpr, PREC: tl.constexpr):
+                          N_LAYERS: tl.constexpr, SB: tl.constexpr, BR: tl.constexpr, BT: tl.constexpr,
+                          BD: tl.constexpr, BDH: tl.constexpr, BF: tl.constexpr, DROPOUT: tl.constexpr,
+                          PREC: tl.constexpr):
+    """N_LAYERS iterations (unrolled) with per-iteration weights stacked along a leading axis (1 in
+    training); the block's streams stay in registers from the first iteration to the last."""
     DT = WQ.dtype.element_ty
     s0 = tl.program_id(0) * SB
     n_samples = tl.minimum(SB, B - s0)
     n_rows, n_keys = n_samples * 2 * T, n_samples * T
     rows, cols, fc = tl.arange(0, BR), tl.arange(0, BD), tl.arange(0, BF)
-    _, _, _, _, _, _, _, _, _, s1 = _attention_half(
-        S, A, G, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, WV, BV, WO, BO, OUT, KEEP_ATTN,
-        s0, n_rows, n_keys, T, D, H, Dh, eps, scale, keep_scale, BR, BT, BD, BDH, False, DROPOUT, PREC)
-    xf, _, _ = _layernorm(s1, _vec(LNFW, cols, D), _vec(LNFB, cols, D), cols, D, eps)
-    y = tl.zeros([BR, BD], tl.float32)
-    for f0 in range(0, F, BF):
-        a1, w1_t, w2_t = _ffn_hidden(xf, W1, B1, W2, f0, F, D, cols, fc, DT, PREC)
-        y += _dot(_gelu(a1), w2_t, DT, PREC)
-    y = _dropout(y + _vec(B2, cols, D)[None, :], KEEP_FFN + s0 * 2 * T * D, keep_scale, rows, n_rows, cols, D,
-                 DROPOUT)
-    s2 = s1 + y
-    _store_tile(OUT + s0 * 2 * T * D, s2, rows, n_rows, D, cols, D)
+    s, a, g = _load_block(S, A, G, s0, n_rows, n_keys, T, D, BR, BT, BD)
+    for i in tl.static_range(N_LAYERS):
+        vec, mat, ffn = i * D, i * D * D, i * F * D
+        keep = i * B * 2 * T * D + s0 * 2 * T * D
+        _, _, _, _, _, _, _, _, s1 = _attention_half(
+            s, a, g, LNSW + vec, LNSB + vec, LNAW + vec, LNAB + vec, WQ + mat, BQ + vec, WK + mat, BK + vec,
+            WV + mat, BV + vec, WO + mat, BO + vec, OUT, KEEP_ATTN + keep,
+            n_rows, n_keys, T, D, H, Dh, eps, scale, keep_scale, BR, BT, BD, BDH, False, DROPOUT, PREC)
+        xf, _, _ = _layernorm(s1, _vec(LNFW + vec, cols, D), _vec(LNFB + vec, cols, D), cols, D, eps)
+        y = tl.zeros([BR, BD], tl.float32)
+        for f0 in range(0, F, BF):
+            a1, w1_t, w2_t = _ffn_hidden(xf, W1 + ffn, B1 + i * F, W2 + ffn, f0, F, D, cols, fc, DT, PREC)
+            y += _dot(_gelu(a1), w2_t, DT, PREC)
+        y = _dropout(y + _vec(B2 + vec, cols, D)[None, :], KEEP_FFN + keep, keep_scale, rows, n_rows, cols, D,
+                     DROPOUT)
+        s = s1 + y
+    _store_tile(OUT + s0 * 2 * T * D, s, rows, n_rows, D, cols, D)
 
 
 @triton.jit
@@ -204,9 +218,10 @@ def _iteration_bwd_kernel(S, A, G, DS2, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, 
     row0, key0 = s0 * 2 * T, s0 * T
     part = PART + pid * (11 * D + F)
     # Forward recomputation, storing the inputs of every projection.
-    xs, xhat_s, rstd_s, xa, xhat_a, rstd_a, same, g, o, s1 = _attention_half(
-        S, A, G, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, WV, BV, WO, BO, C, KEEP_ATTN,
-        s0, n_rows, n_keys, T, D, H, Dh, eps, scale, keep_scale, BR, BT, BD, BDH, True, DROPOUT, PREC)
+    s, a, g = _load_block(S, A, G, s0, n_rows, n_keys, T, D, BR, BT, BD)
+    xs, xhat_s, rstd_s, xa, xhat_a, rstd_a, same, o, s1 = _attention_half(
+        s, a, g, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, WV, BV, WO, BO, C + row0 * D, KEEP_ATTN + row0 * D,
+        n_rows, n_keys, T, D, H, Dh, eps, scale, keep_scale, BR, BT, BD, BDH, True, DROPOUT, PREC)
     _store_tile(XS + row0 * D, xs, rows, n_rows, D, cols, D)
     _store_tile(XA + key0 * D, xa, keys, n_keys, D, cols, D)
     lnfw = _vec(LNFW, cols, D)
@@ -278,15 +293,29 @@ def _launch_config(streams, weights, n_heads):
                 BDH=next_block(d // n_heads), PREC=dot_precision(weights[4].dtype), num_warps=NUM_WARPS)
 
 
-def _scalars(streams, w, n_heads, eps, keep_scale):
+def _sizes(streams, weights, n_heads):
+    """B, T, D, H, Dh, F of the launch (weights may carry a leading iteration axis)."""
     b, _, t, d = streams.shape
-    dh = d // n_heads
-    return (b, t, d, n_heads, dh, w[14].shape[0], eps, 1.0 / math.sqrt(dh), keep_scale)
+    return (b, t, d, n_heads, d // n_heads, weights[14].shape[-2])
 
 
 def _keep_pointers(streams, keep_attn, keep_ffn):
     """The two keep masks, or placeholders that the kernels never read when there is no dropout."""
     return (streams, streams) if keep_attn is None else (keep_attn, keep_ffn)
+
+
+def _forward(streams, anchor, gates, weights, keep_attn, keep_ffn, keep_scale, n_heads, eps, n_layers):
+    out = torch.empty_like(streams)
+    cfg = _launch_config(streams, weights, n_heads)
+    grid = (triton.cdiv(streams.shape[0], cfg["SB"]),)
+    if grid[0] == 0:
+        return out
+    sizes = _sizes(streams, weights, n_heads)
+    wrap_triton(_iteration_fwd_kernel)[grid](
+        streams, anchor, gates, out, *weights, *_keep_pointers(streams, keep_attn, keep_ffn),
+        *sizes, eps, 1.0 / math.sqrt(sizes[4]), keep_scale,
+        N_LAYERS=n_layers, BF=min(FFN_CHUNK, next_block(sizes[5])), DROPOUT=keep_attn is not None, **cfg)
+    return out
 
 
 @triton_op("prlf_fast::interact_iteration_fwd", mutates_args=())
@@ -295,16 +324,15 @@ def interact_iteration_fwd(streams: torch.Tensor, anchor: torch.Tensor, gates: t
                            keep_ffn: Optional[torch.Tensor], keep_scale: float, n_heads: int,
                            eps: float) -> torch.Tensor:
     """Updated streams (B, 2, T, d) after one iteration."""
-    out = torch.empty_like(streams)
-    cfg = _launch_config(streams, weights, n_heads)
-    grid = (triton.cdiv(streams.shape[0], cfg["SB"]),)
-    if grid[0] == 0:
-        return out
-    wrap_triton(_iteration_fwd_kernel)[grid](
-        streams, anchor, gates, out, *weights, *_keep_pointers(streams, keep_attn, keep_ffn),
-        *_scalars(streams, weights, n_heads, eps, keep_scale),
-        BF=min(FFN_CHUNK, next_block(weights[14].shape[0])), DROPOUT=keep_attn is not None, **cfg)
-    return out
+    return _forward(streams, anchor, gates, weights, keep_attn, keep_ffn, keep_scale, n_heads, eps, 1)
+
+
+@triton_op("prlf_fast::interact_stack_fwd", mutates_args=())
+def interact_stack_fwd(streams: torch.Tensor, anchor: torch.Tensor, gates: torch.Tensor,
+                       stacked_weights: list[torch.Tensor], n_heads: int, eps: float) -> torch.Tensor:
+    """Streams after all N iterations in one launch (inference: no dropout, no autograd)."""
+    return _forward(streams, anchor, gates, stacked_weights, None, None, 1.0, n_heads, eps,
+                    stacked_weights[0].shape[0])
 
 
 @triton_op("prlf_fast::interact_iteration_bwd", mutates_args=())
@@ -335,7 +363,7 @@ def interact_iteration_bwd(grad_out: torch.Tensor, streams: torch.Tensor, anchor
         wrap_triton(_iteration_bwd_kernel)[(n_prog,)](
             streams, anchor, gates, grad_out, *weights, *_keep_pointers(streams, keep_attn, keep_ffn),
             ds, da, dg, part, xs, xa, c, xf, hh, da1, do, dq, dkv, dy,
-            *_scalars(streams, weights, n_heads, eps, keep_scale),
+            *_sizes(streams, weights, n_heads), eps, 1.0 / math.sqrt(d // n_heads), keep_scale,
             BF=min(FFN_CHUNK, next_block(f)), BG=triton.next_power_of_2(2 * cfg["SB"]), DROPOUT=dropout, **cfg)
     return [ds, da, dg.to(gates.dtype), part.sum(dim=0),
             dq.t() @ xs, dkv.t() @ xa, do.t() @ c, da1.t() @ xf, dy.t() @ hh]
@@ -370,6 +398,23 @@ def draw_keep_masks(streams, p: float):
                  for _ in range(2))
 
 
+def _check_inputs(name, streams, anchor, gates, weights, n_heads):
+    b, j, t, d = streams.shape
+    if j != 2 or tuple(anchor.shape) != (b, t, d) or tuple(gates.shape) != (b, 2):
+        raise ValueError(f"{name}: expected streams (B, 2, T, d), anchor (B, T, d), gates (B, 2); "
+                         f"got {tuple(streams.shape)}, {tuple(anchor.shape)}, {tuple(gates.shape)}")
+    if len(weights) != len(WEIGHT_NAMES):
+        raise ValueError(f"{name}: expected {len(WEIGHT_NAMES)} weights ({', '.join(WEIGHT_NAMES)}); "
+                         f"got {len(weights)}")
+    if d % n_heads:
+        raise ValueError(f"{name}: d={d} is not divisible by n_heads={n_heads}")
+    for group, tensors in (("streams, anchor and gates", (streams, anchor, gates)),
+                           ("the projection weights and biases", [weights[i] for i in PROJECTION_INDICES])):
+        dtypes = {t.dtype for t in tensors}
+        if len(dtypes) != 1:
+            raise ValueError(f"{name}: {group} must share one dtype; got {sorted(map(str, dtypes))}")
+
+
 def interact_iteration(streams, anchor, gates, weights: Sequence[torch.Tensor], n_heads: int, eps: float = 1e-5,
                        dropout: float = 0.0):
     """One ProgInteract iteration, differentiable: streams (B, 2, T, d), anchor (B, T, d),
@@ -378,23 +423,26 @@ def interact_iteration(streams, anchor, gates, weights: Sequence[torch.Tensor], 
     same, or a narrower one as under autocast); the LayerNorm affines may be any float dtype.
     ``dropout``: probability of nn.Dropout on each residual branch's output (the attention
     branch before the gate, the FFN branch); pass 0 in eval mode."""
-    b, j, t, d = streams.shape
-    if j != 2 or tuple(anchor.shape) != (b, t, d) or tuple(gates.shape) != (b, 2):
-        raise ValueError(f"interact_iteration: expected streams (B, 2, T, d), anchor (B, T, d), gates (B, 2); "
-                         f"got {tuple(streams.shape)}, {tuple(anchor.shape)}, {tuple(gates.shape)}")
-    if len(weights) != len(WEIGHT_NAMES):
-        raise ValueError(f"interact_iteration: expected {len(WEIGHT_NAMES)} weights ({', '.join(WEIGHT_NAMES)}); "
-                         f"got {len(weights)}")
-    if d % n_heads:
-        raise ValueError(f"interact_iteration: d={d} is not divisible by n_heads={n_heads}")
+    _check_inputs("interact_iteration", streams, anchor, gates, weights, n_heads)
     if not 0.0 <= dropout <= 1.0:
         raise ValueError(f"interact_iteration: dropout={dropout} must be in [0, 1]")
-    for group, tensors in (("streams, anchor and gates", (streams, anchor, gates)),
-                           ("the projection weights and biases", [weights[i] for i in PROJECTION_INDICES])):
-        dtypes = {t.dtype for t in tensors}
-        if len(dtypes) != 1:
-            raise ValueError(f"interact_iteration: {group} must share one dtype; got {sorted(map(str, dtypes))}")
     keep_attn, keep_ffn = draw_keep_masks(streams, dropout) if dropout > 0 else (None, None)
     keep_scale = 1.0 / (1.0 - dropout) if dropout < 1 else 0.0
     return interact_iteration_fwd(streams.contiguous(), anchor.contiguous(), gates.contiguous(),
                                   [w.contiguous() for w in weights], keep_attn, keep_ffn, keep_scale, n_heads, eps)
+
+
+def interact_stack(streams, anchor, gates, stacked_weights: Sequence[torch.Tensor], n_heads: int,
+                   eps: float = 1e-5):
+    """All N ProgInteract iterations in one persistent launch, for inference (no dropout, not
+    differentiable): ``stacked_weights[i]`` stacks ``WEIGHT_NAMES[i]`` of the N iterations along a
+    new leading axis. Same inputs and dtype rules as ``interact_iteration`` otherwise."""
+    _check_inputs("interact_stack", streams, anchor, gates, stacked_weights, n_heads)
+    if len({w.shape[0] for w in stacked_weights}) != 1:
+        raise ValueError(f"interact_stack: the stacked weights disagree on the number of iterations: "
+                         f"{[tuple(w.shape) for w in stacked_weights]}")
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (streams, anchor, gates, *stacked_weights)):
+        raise ValueError("interact_stack is not differentiable: call it under torch.no_grad() or "
+                         "torch.inference_mode(), or use interact_iteration per iteration")
+    return interact_stack_fwd(streams.contiguous(), anchor.contiguous(), gates.contiguous(),
+                              [w.contiguous() for w in stacked_weights], n_heads, eps)

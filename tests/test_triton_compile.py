@@ -22,6 +22,7 @@ def test_kernels_compile_for_sm90():
             assert any(line.split()[:2] == [kernel, dtype] and "registers" in line for line in lines), \
                 f"{kernel} {dtype} missing from:\n{result.stdout}"
     assert sum(" dropout " in line for line in lines) == 4   # both iteration kernels × 2 dtypes
+    assert sum(" N=3 " in line for line in lines) == 2       # the persistent inference launch × 2 dtypes
 
 
 def test_refuses_to_run_under_the_interpreter():

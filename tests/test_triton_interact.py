@@ -5,12 +5,12 @@ import copy
 
 import pytest
 import torch
-from conftest import requires_cuda
+from conftest import requires_cuda, tiny_config
 from test_triton_attention import assert_error_rule
 
-from prlf_fast.kernels import interact_iteration
+from prlf_fast.kernels import interact_iteration, interact_stack
 from prlf_fast.kernels.interact import WEIGHT_NAMES
-from prlf_fast.model.interact import InteractLayer
+from prlf_fast.model.interact import InteractLayer, ProgInteract
 
 pytestmark = pytest.mark.triton
 
@@ -157,6 +157,86 @@ def test_rejects_a_dropout_probability_outside_0_1():
     streams, anchor, gates, _ = (x.float() for x in make_inputs(2, 3, 16, seed=0))
     with pytest.raises(ValueError, match="dropout=1.5"):
         interact_iteration(streams, anchor, gates, layer.fused_weights(), n_heads=2, dropout=1.5)
+
+
+def prog_interact_inputs(cfg, b, seed, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(b, 3, cfg.n_tokens, cfg.d_model, generator=g, dtype=torch.float64)
+    weights = torch.softmax(torch.randn(b, 3, generator=g, dtype=torch.float64), dim=-1)
+    order = torch.stack([torch.randperm(3, generator=g) for _ in range(b)])
+    return [x.to(device) for x in (hidden, weights, order)]
+
+
+def run_prog_interact(module, hidden, weights, order, dtype, backend):
+    module = copy.deepcopy(module).to(dtype=dtype, device=hidden.device)
+    with torch.no_grad():
+        return module(hidden.to(dtype), weights.to(dtype), order, backend=backend)[1]
+
+
+def check_persistent(cfg, b, seed, dtype=torch.float32, device="cpu"):
+    torch.manual_seed(seed)
+    module = ProgInteract(cfg).double().eval()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    inputs = prog_interact_inputs(cfg, b, seed, device)
+    exact = run_prog_interact(module, *inputs, torch.float64, "reference")
+    same = run_prog_interact(module, *inputs, dtype, "reference")
+    fast = run_prog_interact(module, *inputs, dtype, "triton")
+    assert_error_rule([fast], [same], [exact], ["streams after all iterations"])
+
+
+def test_inference_runs_all_iterations_in_one_persistent_launch(monkeypatch):
+    import prlf_fast.kernels as kernels
+
+    calls = []
+    for name in ("interact_stack", "interact_iteration"):
+        def counted(*args, _fn=getattr(kernels, name), _name=name, **kwargs):
+            calls.append(_name)
+            return _fn(*args, **kwargs)
+        monkeypatch.setattr(kernels, name, counted)
+    cfg = tiny_config(n_interact=3)
+    check_persistent(cfg, b=7, seed=8)
+    check_persistent(cfg, b=1, seed=9)
+    assert calls == ["interact_stack", "interact_stack"]
+
+
+def test_persistent_launch_sees_parameter_updates():
+    cfg = tiny_config(n_interact=2)
+    torch.manual_seed(0)
+    module = ProgInteract(cfg).eval()
+    hidden, weights, order = (x.float() if x.is_floating_point() else x for x in prog_interact_inputs(cfg, 3, seed=1))
+    with torch.no_grad():
+        before = module(hidden, weights, order, backend="triton")[1]
+        stacked = module.stacked_weights("cpu")
+        assert module.stacked_weights("cpu") is stacked          # cached
+        module.layers[1].ffn.fc2.bias.add_(1.0)                 # an optimizer step, in place
+        after = module(hidden, weights, order, backend="triton")[1]
+        torch.testing.assert_close(after, module(hidden, weights, order, backend="reference")[1])
+    assert not torch.equal(before, after) and module.stacked_weights("cpu") is not stacked
+
+
+def test_persistent_launch_only_without_gradients_or_dropout():
+    cfg = tiny_config(n_interact=2, dropout=0.1)
+    module = ProgInteract(cfg)
+    streams, anchor, gates = torch.zeros(2, 2, 3, 16), torch.zeros(2, 3, 16), torch.zeros(2, 2)
+    with torch.no_grad():
+        assert not module.train().uses_persistent("triton", streams, anchor, gates)     # dropout active
+        assert module.eval().uses_persistent("triton", streams, anchor, gates)
+        assert not module.uses_persistent("reference", streams, anchor, gates)
+    assert not module.uses_persistent("triton", streams, anchor, gates)                 # parameters need grad
+    with pytest.raises(ValueError, match="not differentiable"):
+        interact_stack(streams.requires_grad_(), anchor, gates, module.stacked_weights("cpu"), n_heads=2)
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("b", [64, 4096])
+def test_cuda_persistent_launch_at_mosei_sizes(b, dtype):
+    from prlf_fast import PRLFConfig
+
+    check_persistent(PRLFConfig.preset("mosei"), b, seed=b, dtype=dtype, device="cuda")
 
 
 @requires_cuda

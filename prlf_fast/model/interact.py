@@ -65,6 +65,7 @@ class ProgInteract(nn.Module):
         self.layers = nn.ModuleList(
             InteractLayer(cfg.d_model, cfg.n_heads, cfg.ffn_dim, cfg.dropout) for _ in range(cfg.n_interact)
         )
+        self._stack_cache = None   # (key, stacked weights) for the persistent inference launch
 
     def forward(self, hidden, weights, order, backend: str = "reference"):
         """hidden (B, M, T, d), weights (B, M), order (B, M) -> anchor (B, T, d), streams (B, 2, T, d)."""
@@ -73,6 +74,40 @@ class ProgInteract(nn.Module):
         ordered = torch.gather(hidden, 1, idx)
         anchor, streams = ordered[:, 0], ordered[:, 1:]
         gates = torch.gather(weights, 1, order[:, 1:])
+        if self.uses_persistent(backend, streams, anchor, gates):
+            from prlf_fast import kernels
+
+            first = self.layers[0]
+            return anchor, kernels.interact_stack(streams, anchor, gates.to(streams.dtype),
+                                                  self.stacked_weights(streams.device.type),
+                                                  first.attn.n_heads, first.norm_stream.eps)
         for layer in self.layers:
             streams = layer(streams, anchor, gates, backend=backend)
         return anchor, streams
+
+    def uses_persistent(self, backend: str, streams, anchor, gates) -> bool:
+        """All iterations in one launch: inference through the fused path (no dropout, no gradient)."""
+        if torch.compiler.is_compiling() or not self.layers[0].uses_fused(backend, streams):
+            return False
+        if self.training and any(layer.drop.p > 0 for layer in self.layers):
+            return False
+        tensors = (streams, anchor, gates, *self.parameters())
+        return not (torch.is_grad_enabled() and any(x.requires_grad for x in tensors))
+
+    def stacked_weights(self, device_type: str) -> list:
+        """Each fused weight stacked over the iterations (projections in the autocast dtype under
+        autocast). Cached until a parameter changes: the key holds each parameter's address and
+        version counter, and the cache keeps the source tensors alive so an address is not reused."""
+        low = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+        per_layer = [layer.fused_weights() for layer in self.layers]
+        sources = [w.detach() for ws in per_layer for w in ws]
+        key = (low, tuple((w.data_ptr(), w._version) for w in sources))
+        if self._stack_cache is None or self._stack_cache[0] != key:
+            from prlf_fast.kernels.interact import PROJECTION_INDICES
+
+            with torch.no_grad():
+                stacked = [torch.stack(ws) for ws in zip(*per_layer)]
+                if low is not None:
+                    stacked = [w.to(low) if i in PROJECTION_INDICES else w for i, w in enumerate(stacked)]
+            self._stack_cache = (key, stacked, sources)
+        return self._stack_cache[1]
