@@ -48,3 +48,35 @@ def test_interact_iteration(benchmark, batch, precision, mode, variant):
     benchmark.extra_info.update(batch=batch, precision=precision, mode=mode)
     out = benchmark(synced(step, "cuda"))
     assert out.shape == streams.shape
+
+
+@pytest.mark.parametrize("variant", ["eager", "compiled", "triton"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16-autocast"])
+@pytest.mark.parametrize("batch", [1024, 4096])
+def test_prog_interact_inference(benchmark, batch, precision, variant):
+    """All 3 iterations of ProgInteract for inference: the persistent one-launch kernel."""
+    from prlf_fast import PRLFConfig
+    from prlf_fast.model.interact import ProgInteract
+
+    torch.manual_seed(0)
+    module = ProgInteract(PRLFConfig.preset("mosei")).cuda().eval()
+    backend = "triton" if variant == "triton" else "reference"
+
+    def run(hidden, weights, order):
+        return module(hidden, weights, order, backend=backend)[1]
+
+    run = torch.compile(run) if variant == "compiled" else run
+    g = torch.Generator(device="cuda").manual_seed(2)
+    hidden = torch.randn(batch, 3, TOKENS, D_MODEL, device="cuda", generator=g)
+    weights = torch.softmax(torch.randn(batch, 3, device="cuda", generator=g), dim=-1)
+    order = torch.argsort(weights, dim=-1, descending=True)
+
+    @torch.inference_mode()
+    def step():
+        with torch.autocast("cuda", torch.bfloat16, enabled=precision != "fp32"):
+            return run(hidden, weights, order)
+
+    step()
+    benchmark.extra_info.update(batch=batch, precision=precision, iterations=len(module.layers))
+    out = benchmark(synced(step, "cuda"))
+    assert out.shape == (batch, 2, TOKENS, D_MODEL)
