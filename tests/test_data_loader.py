@@ -206,3 +206,17 @@ def test_cache_round_trip_and_errors(tmp_path):
         load_mmsa(str(tmp_path / "cache"))
     with pytest.raises(DataError, match=r"not a prlf_fast data cache"):
         load_mmsa(str(tmp_path))
+
+
+def test_numpy1_module_names_load_without_deprecation(tmp_path):
+    """Files written by numpy 1.x name ``numpy.core``; numpy 2 calls it ``numpy._core``."""
+    data = synthesize("mosi", 2, 2, 2, seed=0)
+    blob = pickle.dumps(data, protocol=2)  # GLOBAL opcodes hold the module name as text
+    old = blob.replace(b"numpy._core.", b"numpy.core.")
+    assert b"numpy.core.multiarray" in old and b"numpy._core" not in old
+    (tmp_path / "old.pkl").write_bytes(old)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        warnings.simplefilter("ignore", NonFiniteWarning)
+        out = load_mmsa(str(tmp_path / "old.pkl"))
+    np.testing.assert_array_equal(out["valid"]["vision"].numpy(), data["valid"]["vision"])
