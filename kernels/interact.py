@@ -36,9 +36,9 @@ WEIGHT_NAMES = ("ln_stream.weight", "ln_stream.bias", "ln_anchor.weight", "ln_an
                 "out.weight", "out.bias", "ln_ffn.weight", "ln_ffn.bias",
                 "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
 PROJECTION_INDICES = (4, 5, 6, 7, 8, 9, 10, 11, 14, 15, 16, 17)   # the nn.Linear weights and biases
-ROWS_PER_PROGRAM = 32    # stream rows per program: whole samples, so 32 // (2T) samples (≥ 1)
+ROWS_PER_PROGRAM = 16    # stream rows per program: whole samples, so 16 // (2T) samples (≥ 1)
 FFN_CHUNK = 32           # FFN hidden units per inner step
-NUM_WARPS = 8            # at d = 128, 4 warps spill heavily (see `python -m prlf_fast.kernels.compile_check`)
+NUM_WARPS = 8            # at d = 128, 4 warps spill heavily and 16 cap registers at 128 (see compile_check)
 
 
 @triton.jit
@@ -219,7 +219,7 @@ def _iteration_bwd_kernel(S, A, G, DS2, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, 
     part = PART + pid * (11 * D + F)
     # Forward recomputation, storing the inputs of every projection.
     s, a, g = _load_block(S, A, G, s0, n_rows, n_keys, T, D, BR, BT, BD)
-    xs, xhat_s, rstd_s, xa, xhat_a, rstd_a, same, o, s1 = _attention_half(
+    xs, _, _, xa, _, _, same, o, s1 = _attention_half(
         s, a, g, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, WV, BV, WO, BO, C + row0 * D, KEEP_ATTN + row0 * D,
         n_rows, n_keys, T, D, H, Dh, eps, scale, keep_scale, BR, BT, BD, BDH, True, DROPOUT, PREC)
     _store_tile(XS + row0 * D, xs, rows, n_rows, D, cols, D)
@@ -252,6 +252,10 @@ def _iteration_bwd_kernel(S, A, G, DS2, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, 
     do = _dropout(g[:, None] * ds1, KEEP_ATTN + row0 * D, keep_scale, rows, n_rows, cols, D, DROPOUT)
     _store_tile(DO + row0 * D, do, rows, n_rows, D, cols, D)
     tl.store(part + 3 * D + cols, tl.sum(do, axis=0), mask=cols < D)
+    # Parked in global memory (this program's rows only) to shorten register lifetimes: the
+    # residual part of d streams, and the LayerNorm outputs, reloaded after a block barrier.
+    _store_tile(DS + row0 * D, ds1, rows, n_rows, D, cols, D)
+    tl.debug_barrier()
     # Attention backward, head by head.
     dxs = tl.zeros([BR, BD], tl.float32)
     dxa = tl.zeros([BT, BD], tl.float32)
@@ -259,8 +263,8 @@ def _iteration_bwd_kernel(S, A, G, DS2, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, 
         wq_t = _head_weight_t(WQ, h, Dh, D, hd, cols)
         wk_t = _head_weight_t(WK, h, Dh, D, hd, cols)
         wv_t = _head_weight_t(WV, h, Dh, D, hd, cols)
-        q, k, v, p, _ = _attend_head(xs, xa, wq_t, _vec(BQ + h * Dh, hd, Dh), wk_t, _vec(BK + h * Dh, hd, Dh),
-                                     wv_t, _vec(BV + h * Dh, hd, Dh), same, scale, DT, PREC)
+        q, k, v, p, ch = _attend_head(xs, xa, wq_t, _vec(BQ + h * Dh, hd, Dh), wk_t, _vec(BK + h * Dh, hd, Dh),
+                                      wv_t, _vec(BV + h * Dh, hd, Dh), same, scale, DT, PREC)
         dc = _dot(do, tl.trans(_tile(WO + h * Dh, hd, Dh, 1, cols, D, D)), DT, PREC)
         dv = _dot(tl.trans(p), dc, DT, PREC)
         dp = _dot(dc, tl.trans(v), DT, PREC)
@@ -275,8 +279,12 @@ def _iteration_bwd_kernel(S, A, G, DS2, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, 
         tl.store(part + 2 * D + h * Dh + hd, tl.sum(dv, axis=0), mask=hd < Dh)
         dxs += _dot(dq, tl.trans(wq_t), DT, PREC)
         dxa += _dot(dk, tl.trans(wk_t), DT, PREC) + _dot(dv, tl.trans(wv_t), DT, PREC)
-    # LayerNorms of streams and anchor.
+    # LayerNorms of streams and anchor (statistics recomputed from the inputs).
     lnsw, lnaw = _vec(LNSW, cols, D), _vec(LNAW, cols, D)
+    s, a, _ = _load_block(S, A, G, s0, n_rows, n_keys, T, D, BR, BT, BD)
+    _, xhat_s, rstd_s = _layernorm(s, lnsw, lnsw, cols, D, eps)
+    _, xhat_a, rstd_a = _layernorm(a, lnaw, lnaw, cols, D, eps)
+    ds1 = _tile(DS + row0 * D, rows, n_rows, D, cols, D, 1)
     _store_tile(DS + row0 * D, ds1 + _layernorm_bwd(dxs, xhat_s, rstd_s, lnsw, D), rows, n_rows, D, cols, D)
     _store_tile(DA + key0 * D, _layernorm_bwd(dxa, xhat_a, rstd_a, lnaw, D), keys, n_keys, D, cols, D)
     tl.store(part + 5 * D + cols, tl.sum(dxs * xhat_s, axis=0), mask=cols < D)
