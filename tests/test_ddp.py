@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 import torch.distributed as dist
 from safetensors.torch import load_file
 

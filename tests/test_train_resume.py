@@ -80,3 +80,13 @@ def test_resume_of_a_finished_run_changes_nothing(reference):
     before = records(reference)
     assert main(["train", "--resume", "--no-eval", "--out", str(reference)]) == 0
     assert records(reference) == before
+
+
+def test_resume_before_the_first_checkpoint_starts_over(tmp_path):
+    run = tmp_path / "early"
+    assert main([*ARGS, "--epochs", "1", "--out", str(run)]) == 0
+    (run / "last.safetensors").unlink()  # as if killed before the first epoch ended
+    (run / "metrics.jsonl").unlink()
+    assert main(["train", "--resume", "--out", str(run)]) == 0
+    assert "starting from the beginning" in (run / "train.log").read_text()
+    assert [r["epoch"] for r in records(run)] == [1]

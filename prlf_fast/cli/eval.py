@@ -1,14 +1,12 @@
 """``prlf-fast eval``: re-run the robustness evaluation (intra and inter protocols) of a saved run."""
 from __future__ import annotations
 
-import argparse
-
 from prlf_fast.cli.train import add_device_options
 
 
 def register(sub) -> None:
     p = sub.add_parser("eval", help="re-run the robustness evaluation of a saved run",
-                       description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       description=__doc__.replace("``", ""))
     p.add_argument("--run", required=True, help="run directory written by prlf-fast train")
     p.add_argument("--data", help="data to evaluate on (default: the run's own data)")
     p.add_argument("--batch-size", type=int, help="evaluation batch size (default: the run's)")

@@ -40,7 +40,7 @@ def add_device_options(p) -> None:
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train PRLF, select on validation, evaluate robustness",
-                       description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       description=__doc__.replace("``", ""))
     p.add_argument("--dataset", choices=sorted(PRESETS), help="preset (default mosi)")
     p.add_argument("--data", help="MMSA pickle or converted cache directory "
                                   "(default: the embedded synthetic MOSI-shaped set)")

@@ -5,6 +5,7 @@ for ``--resume`` (at every epoch end, and at the current step when interrupted).
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import threading
 import time
@@ -117,7 +118,11 @@ class Trainer:
                         trainer=self.state, rng=rng)
 
     def resume(self) -> None:
-        """Restore model, optimizer, scheduler, RNG and position from the run's last checkpoint."""
+        """Restore model, optimizer, scheduler, RNG and position from the run's last checkpoint
+        (a run stopped before its first checkpoint starts again from the beginning)."""
+        if not os.path.exists(self.run.file(LAST)):
+            self.run.log(f"--resume: no {LAST} yet; starting from the beginning")
+            return
         ckpt = Checkpoint(self.run.file(LAST))
         ckpt.check_config(self.cfg)
         ckpt.restore_model(self.model)
