@@ -184,3 +184,16 @@ def test_bad_option_value(tmp_path, capsys):
 def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(Exception, match="nope.pkl"):
         main(["--debug", "train", "--data", str(tmp_path / "nope.pkl"), "--out", str(tmp_path / "r")])
+
+
+def test_early_stopping_with_modality_dropout(tmp_path, capsys):
+    # A vanishing learning rate leaves the validation accuracy unchanged, so patience 1 stops
+    # after epoch 2 of 4; modality dropout runs on top of the training protocol.
+    out = tmp_path / "early"
+    code, _, err = run_cli(capsys, "train", "--synthetic", "32,12,12", *TINY_OPTS, "--epochs", "4",
+                           "--lr", "1e-12", "--patience", "1", "--select-metric", "Has0_acc_2",
+                           "--modality-dropout", "0.3", "--no-eval", "--out", out)
+    assert code == 0, err
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [h["select"]["best"] for h in history] == [True, False]
+    assert "early stop" in (out / "train.log").read_text()

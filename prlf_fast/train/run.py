@@ -107,9 +107,8 @@ def train(run: RunDir, config: dict, device, backend: str, resume: bool, evaluat
                     f"backend {backend}, {ctx.world_size} rank(s), {trainer.steps_per_epoch} steps/epoch")
         state = trainer.fit()
         ctx.barrier()
-        if evaluate and ctx.is_main:
+        if evaluate and ctx.is_main:  # the other ranks are done: no collective follows
             evaluate_run(run.path, device=device, backend=backend, splits=splits, run=run)
-        ctx.barrier()
         return state
     finally:
         distributed.teardown(ctx)

@@ -160,7 +160,8 @@ class Trainer:
     def _step(self, batch: Batch, global_size: int) -> dict:
         with autocast(self.device, self.tc.amp):
             out = self.net(batch)
-            losses = self.model.loss(out, batch)
+        out.prediction = out.prediction.float()  # the task loss against float32 labels
+        losses = self.model.loss(out, batch)
         loss = losses["total"]
         if self.ctx.distributed:
             # DDP averages gradients over ranks; weigh each shard so that equals the global mean.
