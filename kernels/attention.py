@@ -1,13 +1,14 @@
 """Masked multi-head attention in Triton: online-softmax forward and a one-launch backward.
 
 ``masked_attention(q, k, v, key_valid)``: q (B, H, Lq, Dh), k and v (B, H, Lk, Dh), key_valid
-(B, Lk) bool; softmax scale Dh^-1/2. A query row with no valid key returns exactly 0 and passes
+(B, Lk) bool (or None: all keys valid, nothing read); softmax scale Dh^-1/2. A query row with no valid key returns exactly 0 and passes
 no gradient. The forward also stores the per-row log-sum-exp (base 2, +inf for a row with no
 valid key) so the backward recomputes the probabilities without a second softmax pass.
 """
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import triton
@@ -31,11 +32,19 @@ def _load_rows(ptr, stride_row, stride_col, rows, n_rows, cols, n_cols):
 
 
 @triton.jit
+def _key_valid(VALID, b, sab, san, keys, Lk, HAS_MASK: tl.constexpr):
+    """Which keys of the block count: in range and (with a mask) marked valid."""
+    if HAS_MASK:
+        return tl.load(VALID + b * sab + keys * san, mask=keys < Lk, other=0) != 0
+    return keys < Lk
+
+
+@triton.jit
 def _fwd_kernel(Q, K, V, VALID, O, LSE,
                 sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sab, san,
                 H, Lq, Lk, Dh, scale2,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                PREC: tl.constexpr):
+                HAS_MASK: tl.constexpr, PREC: tl.constexpr):
     pid_m, pid_bh = tl.program_id(0), tl.program_id(1)
     b, h = pid_bh // H, pid_bh % H
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -46,7 +55,7 @@ def _fwd_kernel(Q, K, V, VALID, O, LSE,
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     for start_n in range(0, Lk, BLOCK_N):
         keys = start_n + tl.arange(0, BLOCK_N)
-        valid = tl.load(VALID + b * sab + keys * san, mask=keys < Lk, other=0) != 0
+        valid = _key_valid(VALID, b, sab, san, keys, Lk, HAS_MASK)
         k = _load_rows(K + b * skb + h * skh, skn, skd, keys, Lk, cols, Dh)
         v = _load_rows(V + b * svb + h * svh, svn, svd, keys, Lk, cols, Dh)
         s = tl.dot(q, tl.trans(k), input_precision=PREC) * scale2
@@ -77,7 +86,7 @@ def _bwd_kernel(Q, K, V, VALID, O, DO, LSE, DQ, DK, DV,
                 sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sab, san,
                 H, Lq, Lk, Dh, scale2, n_key_blocks,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                PREC: tl.constexpr):
+                HAS_MASK: tl.constexpr, PREC: tl.constexpr):
     """Programs [0, n_key_blocks) accumulate dK, dV of one key block over all queries; the
     others accumulate dQ of one query block over all keys. No atomics: deterministic."""
     pid, pid_bh = tl.program_id(0), tl.program_id(1)
@@ -87,7 +96,7 @@ def _bwd_kernel(Q, K, V, VALID, O, DO, LSE, DQ, DK, DV,
     o_base, kv_base, row_base = pid_bh * Lq * Dh, pid_bh * Lk * Dh, pid_bh * Lq
     if pid < n_key_blocks:
         keys = pid * BLOCK_N + tl.arange(0, BLOCK_N)
-        valid = tl.load(VALID + b * sab + keys * san, mask=keys < Lk, other=0) != 0
+        valid = _key_valid(VALID, b, sab, san, keys, Lk, HAS_MASK)
         k = _load_rows(k_base, skn, skd, keys, Lk, cols, Dh)
         v = _load_rows(v_base, svn, svd, keys, Lk, cols, Dh)
         dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
@@ -118,7 +127,7 @@ def _bwd_kernel(Q, K, V, VALID, O, DO, LSE, DQ, DK, DV,
         dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
         for start_n in range(0, Lk, BLOCK_N):
             keys = start_n + tl.arange(0, BLOCK_N)
-            valid = tl.load(VALID + b * sab + keys * san, mask=keys < Lk, other=0) != 0
+            valid = _key_valid(VALID, b, sab, san, keys, Lk, HAS_MASK)
             k = _load_rows(k_base, skn, skd, keys, Lk, cols, Dh)
             v = _load_rows(v_base, svn, svd, keys, Lk, cols, Dh)
             p = _probs(q, k, lse, valid, scale2, PREC)
@@ -131,13 +140,13 @@ def _bwd_kernel(Q, K, V, VALID, O, DO, LSE, DQ, DK, DV,
 
 
 def _strides(q, k, v, key_valid):
-    return (*q.stride(), *k.stride(), *v.stride(), *key_valid.stride())
+    return (*q.stride(), *k.stride(), *v.stride(), *((0, 0) if key_valid is None else key_valid.stride()))
 
 
 @triton_op("prlf_fast::masked_attention_fwd", mutates_args=())
 def masked_attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                         key_valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(output (B, H, Lq, Dh) contiguous, base-2 log-sum-exp (B, H, Lq) float32)."""
+                         key_valid: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(output (B, H, Lq, Dh) contiguous, base-2 log-sum-exp (B, H, Lq) float32); no mask = all valid."""
     b, h, lq, dh = q.shape
     out = torch.empty((b, h, lq, dh), dtype=q.dtype, device=q.device)
     lse = torch.empty((b, h, lq), dtype=torch.float32, device=q.device)
@@ -145,15 +154,16 @@ def masked_attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         return out, lse
     grid = (triton.cdiv(lq, BLOCK_M), b * h)
     wrap_triton(_fwd_kernel)[grid](
-        q, k, v, key_valid, out, lse, *_strides(q, k, v, key_valid),
+        q, k, v, q if key_valid is None else key_valid, out, lse, *_strides(q, k, v, key_valid),
         h, lq, k.shape[2], dh, LOG2E / math.sqrt(dh),
-        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=next_block(dh), PREC=dot_precision(q.dtype))
+        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=next_block(dh), HAS_MASK=key_valid is not None,
+        PREC=dot_precision(q.dtype))
     return out, lse
 
 
 @triton_op("prlf_fast::masked_attention_bwd", mutates_args=())
 def masked_attention_bwd(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                         key_valid: torch.Tensor, out: torch.Tensor,
+                         key_valid: Optional[torch.Tensor], out: torch.Tensor,
                          lse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dq, dk, dv), contiguous, in one launch."""
     b, h, lq, dh = q.shape
@@ -169,9 +179,11 @@ def masked_attention_bwd(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tenso
     n_key_blocks = triton.cdiv(lk, BLOCK_N)
     grid = (n_key_blocks + triton.cdiv(lq, BLOCK_M), b * h)
     wrap_triton(_bwd_kernel)[grid](
-        q, k, v, key_valid, out, grad_out, lse, dq, dk, dv, *_strides(q, k, v, key_valid),
+        q, k, v, q if key_valid is None else key_valid, out, grad_out, lse, dq, dk, dv,
+        *_strides(q, k, v, key_valid),
         h, lq, lk, dh, LOG2E / math.sqrt(dh), n_key_blocks,
-        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=next_block(dh), PREC=dot_precision(q.dtype))
+        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=next_block(dh), HAS_MASK=key_valid is not None,
+        PREC=dot_precision(q.dtype))
     return dq, dk, dv
 
 
@@ -196,7 +208,8 @@ def _check(q, k, v, key_valid):
             or q.shape[3] != k.shape[3]:
         raise ValueError(f"masked_attention: expected q (B, H, Lq, Dh) and k, v (B, H, Lk, Dh); "
                          f"got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
-    if key_valid.dtype != torch.bool or tuple(key_valid.shape) != (k.shape[0], k.shape[2]):
+    if key_valid is not None and (key_valid.dtype != torch.bool
+                                  or tuple(key_valid.shape) != (k.shape[0], k.shape[2])):
         raise ValueError(f"masked_attention: key_valid must be bool (B, Lk) = {(k.shape[0], k.shape[2])}; "
                          f"got {key_valid.dtype} {tuple(key_valid.shape)}")
     if not (q.dtype == k.dtype == v.dtype) or q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
@@ -204,8 +217,9 @@ def _check(q, k, v, key_valid):
                          f"got {q.dtype}, {k.dtype}, {v.dtype}")
 
 
-def masked_attention(q, k, v, key_valid):
-    """softmax(q kᵀ / √Dh over valid keys) v; differentiable; the reference where Triton cannot run."""
+def masked_attention(q, k, v, key_valid=None):
+    """softmax(q kᵀ / √Dh over valid keys) v; differentiable; ``key_valid`` None = every key valid.
+    Runs the reference where Triton cannot run."""
     _check(q, k, v, key_valid)
     if not triton_runs_on(q.device.type):
         return reference.masked_attention(q, k, v, key_valid)

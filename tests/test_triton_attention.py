@@ -88,6 +88,14 @@ def test_empty_shapes_give_empty_or_zero_results(b, lq, lk):
     assert not (q.grad.any() or k.grad.any() or v.grad.any())
 
 
+def test_no_mask_equals_an_all_valid_mask():
+    q, k, v, _ = attention_inputs(2, 2, 5, 70, 16, seed=4)
+    grad = torch.randn(2, 2, 5, 16, dtype=torch.float64)
+    unmasked = run_with_grads(masked_attention, q, k, v, None, grad, torch.float32)
+    full = run_with_grads(masked_attention, q, k, v, torch.ones(2, 70, dtype=torch.bool), grad, torch.float32)
+    assert all(torch.equal(a, b) for a, b in zip(unmasked, full))
+
+
 def test_invalid_keys_do_not_matter():
     q, k, v, valid = (t.float() if t.is_floating_point() else t for t in attention_inputs(2, 2, 4, 37, 16, seed=3))
     invalid = (~valid)[:, None, :, None]

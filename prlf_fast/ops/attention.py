@@ -1,7 +1,6 @@
 """Masked multi-head attention, dispatched per backend and device."""
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 
 from prlf_fast import reference
@@ -27,6 +26,4 @@ def masked_attention(q, k, v, key_valid=None, backend: str = "fast"):
         return sdpa_masked_attention(q, k, v, key_valid)
     from prlf_fast import kernels
 
-    if key_valid is None:
-        key_valid = torch.ones(k.shape[0], k.shape[2], dtype=torch.bool, device=k.device)
     return kernels.masked_attention(q, k, v, key_valid)
