@@ -41,7 +41,8 @@ def _attention_specs(dt: str):
                 PREC=dot_precision(DTYPES[dt]))
     pointers = {"*": dt, "VALID": "i1", "LSE": "fp32"}
     scalars = {"H": "i32", "scale2": "fp32"}
-    return [(attention._fwd_kernel, pointers, scalars, meta, 4), (attention._bwd_kernel, pointers, scalars, meta, 4)]
+    return [(kernel, pointers, scalars, dict(meta, HAS_MASK=True), 4)
+            for kernel in (attention._fwd_kernel, attention._bwd_kernel)]
 
 
 def _interact_specs(dt: str):
