@@ -173,7 +173,7 @@ def run_prog_interact(module, hidden, weights, order, dtype, backend):
         return module(hidden.to(dtype), weights.to(dtype), order, backend=backend)[1]
 
 
-def check_persistent(cfg, b, seed, dtype=torch.float32, device="cpu"):
+def check_persistent(cfg, b, seed, dtype=torch.float32, device="cpu", autocast=None):
     torch.manual_seed(seed)
     module = ProgInteract(cfg).double().eval()
     with torch.no_grad():
@@ -181,8 +181,9 @@ def check_persistent(cfg, b, seed, dtype=torch.float32, device="cpu"):
             p.add_(torch.randn_like(p) * 0.2)
     inputs = prog_interact_inputs(cfg, b, seed, device)
     exact = run_prog_interact(module, *inputs, torch.float64, "reference")
-    same = run_prog_interact(module, *inputs, dtype, "reference")
-    fast = run_prog_interact(module, *inputs, dtype, "triton")
+    with torch.autocast(device, dtype=autocast or torch.float16, enabled=autocast is not None):
+        same = run_prog_interact(module, *inputs, dtype, "reference")
+        fast = run_prog_interact(module, *inputs, dtype, "triton")
     assert_error_rule([fast], [same], [exact], ["streams after all iterations"])
 
 
@@ -198,7 +199,8 @@ def test_inference_runs_all_iterations_in_one_persistent_launch(monkeypatch):
     cfg = tiny_config(n_interact=3)
     check_persistent(cfg, b=7, seed=8)
     check_persistent(cfg, b=1, seed=9)
-    assert calls == ["interact_stack", "interact_stack"]
+    check_persistent(cfg, b=5, seed=10, autocast=torch.float16)
+    assert calls == ["interact_stack"] * 3
 
 
 def test_persistent_launch_sees_parameter_updates():
@@ -231,12 +233,13 @@ def test_persistent_launch_only_without_gradients_or_dropout():
 
 @requires_cuda
 @pytest.mark.cuda
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype, autocast", [(torch.float32, None), (torch.bfloat16, None),
+                                             (torch.float32, torch.bfloat16)])
 @pytest.mark.parametrize("b", [64, 4096])
-def test_cuda_persistent_launch_at_mosei_sizes(b, dtype):
+def test_cuda_persistent_launch_at_mosei_sizes(b, dtype, autocast):
     from prlf_fast import PRLFConfig
 
-    check_persistent(PRLFConfig.preset("mosei"), b, seed=b, dtype=dtype, device="cuda")
+    check_persistent(PRLFConfig.preset("mosei"), b, seed=b, dtype=dtype, device="cuda", autocast=autocast)
 
 
 @requires_cuda
