@@ -20,7 +20,8 @@ from triton.compiler import ASTSource
 from prlf_fast.kernels import attention, interact
 from prlf_fast.kernels.common import dot_precision, next_block
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "autocast": torch.bfloat16}
+ACTIVATIONS = ("S", "A", "G", "OUT", "DS2", "DS", "DA")   # float32 under autocast, weights bf16
 # Model sizes (DESIGN §4, MOSEI): d 128, 8 heads, T 8, FFN 256, 3 iterations.
 D_MODEL, HEADS, TOKENS, FFN, N_ITERATIONS = 128, 8, 8, 256, 3
 
@@ -39,7 +40,7 @@ def _signature(fn, pointers: dict, scalars: dict, constexprs: dict) -> dict:
 def _attention_specs(dt: str):
     meta = dict(BLOCK_M=attention.BLOCK_M, BLOCK_N=attention.BLOCK_N, BLOCK_D=next_block(D_MODEL // HEADS),
                 PREC=dot_precision(DTYPES[dt]))
-    pointers = {"*": dt, "VALID": "i1", "LSE": "fp32"}
+    pointers = {"*": "bf16" if dt == "autocast" else dt, "VALID": "i1", "LSE": "fp32"}
     scalars = {"H": "i32", "scale2": "fp32"}
     return [(kernel, pointers, scalars, dict(meta, HAS_MASK=True), 4)
             for kernel in (attention._fwd_kernel, attention._bwd_kernel)]
@@ -52,7 +53,10 @@ def _interact_specs(dt: str):
     warps = meta.pop("num_warps")
     meta["BF"] = min(interact.FFN_CHUNK, next_block(FFN))
     scalars = {n: "i32" for n in ("B", "T", "D", "H", "F")} | {"Dh": "i32", "eps": "fp32", "scale": "fp32"}
-    pointers = {"*": dt, "KEEP_ATTN": "u8", "KEEP_FFN": "u8", "DG": "fp32", "PART": "fp32"}
+    weight_type = "bf16" if dt == "autocast" else dt
+    pointers = {"*": weight_type, "KEEP_ATTN": "u8", "KEEP_FFN": "u8", "DG": "fp32", "PART": "fp32"}
+    if dt == "autocast":
+        pointers.update(dict.fromkeys(ACTIVATIONS, "fp32"))
     fwd_meta, bwd_meta = dict(meta, N_LAYERS=1), dict(meta, BG=triton.next_power_of_2(2 * meta["SB"]))
     training = [(kernel, pointers, scalars, dict(m, DROPOUT=dropout), warps)
                 for dropout in (False, True)
@@ -84,7 +88,7 @@ def check(arch: int, dtypes) -> list[str]:
                             constexprs={(fn.arg_names.index(k),): v for k, v in meta.items()})
             kernel = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(num_warps=warps))
             variant = "dropout" if meta.get("DROPOUT") else f"N={meta['N_LAYERS']}" if meta.get("N_LAYERS", 1) > 1 else ""
-            lines.append(f"{fn.__name__:22s} {dt:5s} {variant:8s} warps={warps}  "
+            lines.append(f"{fn.__name__:22s} {dt:8s} {variant:8s} warps={warps}  "
                          f"{_ptxas_report(kernel.asm['ptx'], arch)}")
     return lines
 
@@ -92,7 +96,8 @@ def check(arch: int, dtypes) -> list[str]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability, e.g. 80 or 90")
-    parser.add_argument("--dtype", nargs="+", choices=sorted(DTYPES), default=["fp32", "bf16"])
+    parser.add_argument("--dtype", nargs="+", choices=sorted(DTYPES), default=["fp32", "bf16", "autocast"],
+                        help="autocast: float32 activations with bf16 projections")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
         print("compile_check: unset TRITON_INTERPRET (the kernels were loaded for the interpreter)", file=sys.stderr)

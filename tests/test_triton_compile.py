@@ -18,11 +18,11 @@ def test_kernels_compile_for_sm90():
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     for kernel in ("_fwd_kernel", "_bwd_kernel", "_iteration_fwd_kernel", "_iteration_bwd_kernel"):
-        for dtype in ("fp32", "bf16"):
+        for dtype in ("fp32", "bf16", "autocast"):
             assert any(line.split()[:2] == [kernel, dtype] and "registers" in line for line in lines), \
                 f"{kernel} {dtype} missing from:\n{result.stdout}"
-    assert sum(" dropout " in line for line in lines) == 4   # both iteration kernels × 2 dtypes
-    assert sum(" N=3 " in line for line in lines) == 2       # the persistent inference launch × 2 dtypes
+    assert sum(" dropout " in line for line in lines) == 6   # both iteration kernels × 3 dtypes
+    assert sum(" N=3 " in line for line in lines) == 3       # the persistent inference launch × 3 dtypes
 
 
 def test_refuses_to_run_under_the_interpreter():
