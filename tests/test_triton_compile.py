@@ -1,6 +1,6 @@
-"""Every Triton kernel compiles for a real GPU (sm_90 through ptxas, no device needed), at the
-model's launch configuration in fp32, bf16 and the autocast mix: catches what the interpreter accepts but the
-compiler rejects (loop-carried type changes, dot shapes, dtype mixes)."""
+"""Every Triton kernel compiles for a real GPU (sm_90 through ptxas, no device needed) at the
+model's launch configuration, in fp32, bf16 and the autocast mix: catches what the interpreter
+accepts but the compiler rejects (loop-carried type changes, dot shapes, dtype mixes)."""
 import os
 import subprocess
 import sys
