@@ -57,12 +57,11 @@ def _interact_specs(dt: str):
     pointers = {"*": weight_type, "KEEP_ATTN": "u8", "KEEP_FFN": "u8", "DG": "fp32", "PART": "fp32"}
     if dt == "autocast":
         pointers.update(dict.fromkeys(ACTIVATIONS, "fp32"))
-    fwd_meta, bwd_meta = dict(meta, N_LAYERS=1), dict(meta, BG=triton.next_power_of_2(2 * meta["SB"]))
+    fwd = (interact._iteration_fwd_kernel, dict(meta, N_LAYERS=1))
+    bwd = (interact._iteration_bwd_kernel, dict(meta, BG=triton.next_power_of_2(2 * meta["SB"])))
     training = [(kernel, pointers, scalars, dict(m, DROPOUT=dropout), warps)
-                for dropout in (False, True)
-                for kernel, m in ((interact._iteration_fwd_kernel, fwd_meta), (interact._iteration_bwd_kernel, bwd_meta))]
-    persistent = (interact._iteration_fwd_kernel, pointers, scalars, dict(meta, N_LAYERS=N_ITERATIONS, DROPOUT=False),
-                  warps)
+                for dropout in (False, True) for kernel, m in (fwd, bwd)]
+    persistent = (fwd[0], pointers, scalars, dict(meta, N_LAYERS=N_ITERATIONS, DROPOUT=False), warps)
     return training + [persistent]
 
 
@@ -87,7 +86,8 @@ def check(arch: int, dtypes) -> list[str]:
             src = ASTSource(fn=fn, signature=_signature(fn, pointers, scalars, meta),
                             constexprs={(fn.arg_names.index(k),): v for k, v in meta.items()})
             kernel = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(num_warps=warps))
-            variant = "dropout" if meta.get("DROPOUT") else f"N={meta['N_LAYERS']}" if meta.get("N_LAYERS", 1) > 1 else ""
+            layers = meta.get("N_LAYERS", 1)
+            variant = "dropout" if meta.get("DROPOUT") else f"N={layers}" if layers > 1 else ""
             lines.append(f"{fn.__name__:22s} {dt:8s} {variant:8s} warps={warps}  "
                          f"{_ptxas_report(kernel.asm['ptx'], arch)}")
     return lines

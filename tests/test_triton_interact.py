@@ -1,6 +1,7 @@
 """The fused ProgInteract iteration against the eager InteractLayer (DESIGN §4.3, §5): forward and
 the gradient of streams, anchor, gates and every parameter under the error rule, also in training
-mode with dropout (same keep masks); on CPU through the Triton interpreter, on a GPU also at MOSEI sizes in fp32 and bf16."""
+mode with dropout (same keep masks), under autocast, and all iterations in one persistent launch;
+on CPU through the Triton interpreter, on a GPU also at MOSEI sizes in fp32 and bf16."""
 import copy
 
 import pytest
