@@ -6,7 +6,8 @@ Per sample, with S the two streams (2T rows) and A the anchor (T rows):
 The forward is ONE launch: each program takes a block of whole samples and runs every LayerNorm,
 the q/k/v projections, all heads' attention, the output projection, the gate and residual and the
 FFN in registers (the anchor keys of a block are shared by its samples' query rows through a
-block-diagonal mask). The backward is one launch that recomputes the forward for its block and
+block-diagonal mask); for inference the same kernel runs all N iterations in one launch
+(``interact_stack``), the streams staying in registers. The backward is one launch that recomputes the forward for its block and
 writes the activation gradients (streams, anchor, gates), per-program partial sums for every
 vector parameter (biases, LayerNorm affines) and the inputs/output-gradients of each projection;
 the weight gradients are then five cuBLAS GEMMs (dW = dYᵀ X over the whole batch) and the vector
@@ -64,12 +65,18 @@ def _dot(a, b, DT: tl.constexpr, PREC: tl.constexpr):
 
 
 @triton.jit
-def _layernorm(x, w, b, cols, D, eps):
-    """(y, x̂, rstd) of row-wise LayerNorm over the first D columns."""
+def _normalize(x, cols, D, eps):
+    """(x̂, rstd) of row-wise LayerNorm over the first D columns."""
     mean = tl.sum(x, axis=1) / D
     xc = tl.where(cols[None, :] < D, x - mean[:, None], 0.0)
     rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / D + eps)
-    xhat = xc * rstd[:, None]
+    return xc * rstd[:, None], rstd
+
+
+@triton.jit
+def _layernorm(x, w, b, cols, D, eps):
+    """(y, x̂, rstd) of row-wise LayerNorm over the first D columns."""
+    xhat, rstd = _normalize(x, cols, D, eps)
     return xhat * w[None, :] + b[None, :], xhat, rstd
 
 
@@ -282,8 +289,8 @@ def _iteration_bwd_kernel(S, A, G, DS2, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, 
     # LayerNorms of streams and anchor (statistics recomputed from the inputs).
     lnsw, lnaw = _vec(LNSW, cols, D), _vec(LNAW, cols, D)
     s, a, _ = _load_block(S, A, G, s0, n_rows, n_keys, T, D, BR, BT, BD)
-    _, xhat_s, rstd_s = _layernorm(s, lnsw, lnsw, cols, D, eps)
-    _, xhat_a, rstd_a = _layernorm(a, lnaw, lnaw, cols, D, eps)
+    xhat_s, rstd_s = _normalize(s, cols, D, eps)
+    xhat_a, rstd_a = _normalize(a, cols, D, eps)
     ds1 = _tile(DS + row0 * D, rows, n_rows, D, cols, D, 1)
     _store_tile(DS + row0 * D, ds1 + _layernorm_bwd(dxs, xhat_s, rstd_s, lnsw, D), rows, n_rows, D, cols, D)
     _store_tile(DA + key0 * D, _layernorm_bwd(dxa, xhat_a, rstd_a, lnaw, D), keys, n_keys, D, cols, D)
