@@ -75,9 +75,9 @@ def _normalize(x, cols, D, eps):
 
 @triton.jit
 def _layernorm(x, w, b, cols, D, eps):
-    """(y, x̂, rstd) of row-wise LayerNorm over the first D columns."""
+    """Row-wise LayerNorm over the first D columns."""
     xhat, rstd = _normalize(x, cols, D, eps)
-    return xhat * w[None, :] + b[None, :], xhat, rstd
+    return xhat * w[None, :] + b[None, :]
 
 
 @triton.jit
@@ -143,12 +143,13 @@ def _attention_half(s, a, g, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, WV, BV, WO,
                     STORE_C: tl.constexpr, DROPOUT: tl.constexpr, PREC: tl.constexpr):
     """LN of streams and anchor, all heads of the cross-attention, output projection, dropout,
     gate and residual for one block (``C`` and ``KEEP_ATTN`` point at the block's first row).
-    Returns what the backward needs (``o``: the attention branch after dropout, before the gate)."""
+    Returns (LN(S), LN(A), the block-diagonal key mask, the attention branch after dropout and
+    before the gate, S1)."""
     DT = WQ.dtype.element_ty
     rows, keys = tl.arange(0, BR), tl.arange(0, BT)
     cols, hd = tl.arange(0, BD), tl.arange(0, BDH)
-    xs, xhat_s, rstd_s = _layernorm(s, _vec(LNSW, cols, D), _vec(LNSB, cols, D), cols, D, eps)
-    xa, xhat_a, rstd_a = _layernorm(a, _vec(LNAW, cols, D), _vec(LNAB, cols, D), cols, D, eps)
+    xs = _layernorm(s, _vec(LNSW, cols, D), _vec(LNSB, cols, D), cols, D, eps)
+    xa = _layernorm(a, _vec(LNAW, cols, D), _vec(LNAB, cols, D), cols, D, eps)
     same = ((rows // (2 * T))[:, None] == (keys // T)[None, :]) \
         & (rows[:, None] < n_rows) & (keys[None, :] < n_keys)
     o = tl.zeros([BR, BD], tl.float32)
@@ -162,7 +163,7 @@ def _attention_half(s, a, g, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, WV, BV, WO,
         o += _dot(ch, _tile(WO + h * Dh, hd, Dh, 1, cols, D, D), DT, PREC)
     o = _dropout(o + _vec(BO, cols, D)[None, :], KEEP_ATTN, keep_scale, rows, n_rows, cols, D, DROPOUT)
     s1 = s + g[:, None] * o
-    return xs, xhat_s, rstd_s, xa, xhat_a, rstd_a, same, o, s1
+    return xs, xa, same, o, s1
 
 
 @triton.jit
@@ -192,11 +193,11 @@ def _iteration_fwd_kernel(S, A, G, OUT, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, 
     for i in tl.static_range(N_LAYERS):
         vec, mat, ffn = i * D, i * D * D, i * F * D
         keep = i * B * 2 * T * D + s0 * 2 * T * D
-        _, _, _, _, _, _, _, _, s1 = _attention_half(
+        _, _, _, _, s1 = _attention_half(
             s, a, g, LNSW + vec, LNSB + vec, LNAW + vec, LNAB + vec, WQ + mat, BQ + vec, WK + mat, BK + vec,
             WV + mat, BV + vec, WO + mat, BO + vec, OUT, KEEP_ATTN + keep,
             n_rows, n_keys, T, D, H, Dh, eps, scale, keep_scale, BR, BT, BD, BDH, False, DROPOUT, PREC)
-        xf, _, _ = _layernorm(s1, _vec(LNFW + vec, cols, D), _vec(LNFB + vec, cols, D), cols, D, eps)
+        xf = _layernorm(s1, _vec(LNFW + vec, cols, D), _vec(LNFB + vec, cols, D), cols, D, eps)
         y = tl.zeros([BR, BD], tl.float32)
         for f0 in range(0, F, BF):
             a1, w1_t, w2_t = _ffn_hidden(xf, W1 + ffn, B1 + i * F, W2 + ffn, f0, F, D, cols, fc, DT, PREC)
@@ -226,13 +227,14 @@ def _iteration_bwd_kernel(S, A, G, DS2, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, 
     part = PART + pid * (11 * D + F)
     # Forward recomputation, storing the inputs of every projection.
     s, a, g = _load_block(S, A, G, s0, n_rows, n_keys, T, D, BR, BT, BD)
-    xs, _, _, xa, _, _, same, o, s1 = _attention_half(
+    xs, xa, same, o, s1 = _attention_half(
         s, a, g, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, WV, BV, WO, BO, C + row0 * D, KEEP_ATTN + row0 * D,
         n_rows, n_keys, T, D, H, Dh, eps, scale, keep_scale, BR, BT, BD, BDH, True, DROPOUT, PREC)
     _store_tile(XS + row0 * D, xs, rows, n_rows, D, cols, D)
     _store_tile(XA + key0 * D, xa, keys, n_keys, D, cols, D)
     lnfw = _vec(LNFW, cols, D)
-    xf, xhat_f, rstd_f = _layernorm(s1, lnfw, _vec(LNFB, cols, D), cols, D, eps)
+    xhat_f, rstd_f = _normalize(s1, cols, D, eps)
+    xf = xhat_f * lnfw[None, :] + _vec(LNFB, cols, D)[None, :]
     _store_tile(XF + row0 * D, xf, rows, n_rows, D, cols, D)
     # FFN backward.
     ds2 = _tile(DS2 + row0 * D, rows, n_rows, D, cols, D, 1)
