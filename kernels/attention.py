@@ -82,9 +82,19 @@ def _probs(q, k, lse, valid, scale2, PREC: tl.constexpr):
 
 
 @triton.jit
+def _query_block(q_base, sqm, sqd, DO, O, LSE, o_base, row_base, rows, Lq, cols, Dh):
+    """q, dO, the log-sum-exp and Δ = rowsum(dO ⊙ O) of a block of query rows."""
+    q = _load_rows(q_base, sqm, sqd, rows, Lq, cols, Dh)
+    do = _load_rows(DO + o_base, Dh, 1, rows, Lq, cols, Dh)
+    o = _load_rows(O + o_base, Dh, 1, rows, Lq, cols, Dh)
+    lse = tl.load(LSE + row_base + rows, mask=rows < Lq, other=float("inf"))
+    return q, do, lse, tl.sum(do.to(tl.float32) * o.to(tl.float32), axis=1)
+
+
+@triton.jit
 def _bwd_kernel(Q, K, V, VALID, O, DO, LSE, DQ, DK, DV,
                 sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sab, san,
-                H, Lq, Lk, Dh, scale2, n_key_blocks,
+                H, Lq, Lk, Dh, scale, scale2, n_key_blocks,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                 HAS_MASK: tl.constexpr, PREC: tl.constexpr):
     """Programs [0, n_key_blocks) accumulate dK, dV of one key block over all queries; the
@@ -103,27 +113,19 @@ def _bwd_kernel(Q, K, V, VALID, O, DO, LSE, DQ, DK, DV,
         dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
         for start_m in range(0, Lq, BLOCK_M):
             rows = start_m + tl.arange(0, BLOCK_M)
-            q = _load_rows(q_base, sqm, sqd, rows, Lq, cols, Dh)
-            do = _load_rows(DO + o_base, Dh, 1, rows, Lq, cols, Dh)
-            o = _load_rows(O + o_base, Dh, 1, rows, Lq, cols, Dh)
-            lse = tl.load(LSE + row_base + rows, mask=rows < Lq, other=float("inf"))
-            delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), axis=1)
+            q, do, lse, delta = _query_block(q_base, sqm, sqd, DO, O, LSE, o_base, row_base, rows, Lq, cols, Dh)
             p = _probs(q, k, lse, valid, scale2, PREC)
             dv += tl.dot(tl.trans(p).to(do.dtype), do, input_precision=PREC)
             dp = tl.dot(do, tl.trans(v), input_precision=PREC)
             ds = p * (dp - delta[:, None])
             dk += tl.dot(tl.trans(ds).to(q.dtype), q, input_precision=PREC)
-        dk = dk * (scale2 / 1.4426950408889634)
+        dk = dk * scale
         kv_mask = (keys[:, None] < Lk) & (cols[None, :] < Dh)
         tl.store(DK + kv_base + keys[:, None] * Dh + cols[None, :], dk.to(DK.dtype.element_ty), mask=kv_mask)
         tl.store(DV + kv_base + keys[:, None] * Dh + cols[None, :], dv.to(DV.dtype.element_ty), mask=kv_mask)
     else:
         rows = (pid - n_key_blocks) * BLOCK_M + tl.arange(0, BLOCK_M)
-        q = _load_rows(q_base, sqm, sqd, rows, Lq, cols, Dh)
-        do = _load_rows(DO + o_base, Dh, 1, rows, Lq, cols, Dh)
-        o = _load_rows(O + o_base, Dh, 1, rows, Lq, cols, Dh)
-        lse = tl.load(LSE + row_base + rows, mask=rows < Lq, other=float("inf"))
-        delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), axis=1)
+        q, do, lse, delta = _query_block(q_base, sqm, sqd, DO, O, LSE, o_base, row_base, rows, Lq, cols, Dh)
         dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
         for start_n in range(0, Lk, BLOCK_N):
             keys = start_n + tl.arange(0, BLOCK_N)
@@ -134,7 +136,7 @@ def _bwd_kernel(Q, K, V, VALID, O, DO, LSE, DQ, DK, DV,
             dp = tl.dot(do, tl.trans(v), input_precision=PREC)
             ds = p * (dp - delta[:, None])
             dq += tl.dot(ds.to(k.dtype), k, input_precision=PREC)
-        dq = dq * (scale2 / 1.4426950408889634)
+        dq = dq * scale
         tl.store(DQ + o_base + rows[:, None] * Dh + cols[None, :], dq.to(DQ.dtype.element_ty),
                  mask=(rows[:, None] < Lq) & (cols[None, :] < Dh))
 
@@ -181,7 +183,7 @@ def masked_attention_bwd(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tenso
     wrap_triton(_bwd_kernel)[grid](
         q, k, v, q if key_valid is None else key_valid, out, grad_out, lse, dq, dk, dv,
         *_strides(q, k, v, key_valid),
-        h, lq, lk, dh, LOG2E / math.sqrt(dh), n_key_blocks,
+        h, lq, lk, dh, 1.0 / math.sqrt(dh), LOG2E / math.sqrt(dh), n_key_blocks,
         BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=next_block(dh), HAS_MASK=key_valid is not None,
         PREC=dot_precision(q.dtype))
     return dq, dk, dv

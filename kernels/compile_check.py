@@ -41,7 +41,7 @@ def _attention_specs(dt: str):
     meta = dict(BLOCK_M=attention.BLOCK_M, BLOCK_N=attention.BLOCK_N, BLOCK_D=next_block(D_MODEL // HEADS),
                 PREC=dot_precision(DTYPES[dt]))
     pointers = {"*": "bf16" if dt == "autocast" else dt, "VALID": "i1", "LSE": "fp32"}
-    scalars = {"H": "i32", "scale2": "fp32"}
+    scalars = {"H": "i32", "scale": "fp32", "scale2": "fp32"}
     return [(kernel, pointers, scalars, dict(meta, HAS_MASK=True), 4)
             for kernel in (attention._fwd_kernel, attention._bwd_kernel)]
 
