@@ -1,9 +1,10 @@
 """Masked multi-head attention in Triton: online-softmax forward and a one-launch backward.
 
-``masked_attention(q, k, v, key_valid)``: q (B, H, Lq, Dh), k and v (B, H, Lk, Dh), key_valid
-(B, Lk) bool (or None: all keys valid, nothing read); softmax scale Dh^-1/2. A query row with no
-valid key returns exactly 0 and passes no gradient. The forward also stores the per-row log-sum-exp (base 2, +inf for a row with no
-valid key) so the backward recomputes the probabilities without a second softmax pass.
+``masked_attention(q, k, v, key_valid)``: q (B, H, Lq, Dh), k and v (B, H, Lk, Dh), key_valid (B,
+Lk) bool (or None: all keys valid, nothing read); softmax scale Dh^-1/2. A query row with no valid
+key returns exactly 0 and passes no gradient. The forward also stores the per-row log-sum-exp (base
+2, +inf for a row with no valid key) so the backward recomputes the probabilities without a second
+softmax pass.
 """
 from __future__ import annotations
 

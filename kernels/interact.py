@@ -5,14 +5,15 @@ Per sample, with S the two streams (2T rows) and A the anchor (T rows):
     S2 = S1 + FFN(LN_f(S1))
 The forward is ONE launch: each program takes a block of whole samples and runs every LayerNorm,
 the q/k/v projections, all heads' attention, the output projection, the gate and residual and the
-FFN in registers (the anchor keys of a block are shared by its samples' query rows through a
-block-diagonal mask); for inference the same kernel runs all N iterations in one launch
-(``interact_stack``), the streams staying in registers. The backward is one launch that recomputes the forward for its block and
-writes the activation gradients (streams, anchor, gates), per-program partial sums for every
-vector parameter (biases, LayerNorm affines) and the inputs/output-gradients of each projection;
-the weight gradients are then five cuBLAS GEMMs (dW = dYᵀ X over the whole batch) and the vector
-gradients one reduction. No atomics: the result is deterministic. Dropout (training mode) uses
-keep masks drawn with torch's generator before the launch and read by both kernels.
+FFN in registers (the anchor keys of a block are shared by its samples' query rows through a block-
+diagonal mask); for inference the same kernel runs all N iterations in one launch
+(``interact_stack``), the streams staying in registers. The backward is one launch that recomputes
+the forward for its block and writes the activation gradients (streams, anchor, gates), per-program
+partial sums for every vector parameter (biases, LayerNorm affines) and the inputs/output-gradients
+of each projection; the weight gradients are then five cuBLAS GEMMs (dW = dYᵀ X over the whole
+batch) and the vector gradients one reduction. No atomics: the result is deterministic. Dropout
+(training mode) uses keep masks drawn with torch's generator before the launch and read by both
+kernels.
 
 Precision: statistics, softmax, GELU and residuals in float32; projection operands in the
 projection weights' dtype (float32 products exactly, without TF32). Activations (streams,
