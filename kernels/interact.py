@@ -5,8 +5,8 @@ Per sample, with S the two streams (2T rows) and A the anchor (T rows):
     S2 = S1 + FFN(LN_f(S1))
 The forward is ONE launch: each program takes a block of whole samples and runs every LayerNorm,
 the q/k/v projections, all heads' attention, the output projection, the gate and residual and the
-FFN in registers (the anchor keys of a block are shared by its samples' query rows through a block-
-diagonal mask); for inference the same kernel runs all N iterations in one launch
+FFN in registers (the anchor keys of a block are shared by its samples' query rows through a
+block-diagonal mask); for inference the same kernel runs all N iterations in one launch
 (``interact_stack``), the streams staying in registers. The backward is one launch that recomputes
 the forward for its block and writes the activation gradients (streams, anchor, gates), per-program
 partial sums for every vector parameter (biases, LayerNorm affines) and the inputs/output-gradients
