@@ -14,6 +14,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <limits>
 #include <tuple>
 #include <vector>
@@ -149,12 +150,16 @@ void fuse_chunk_dispatch(const FisherPass<double>& f, int64_t m, int64_t b0, int
   fuse_chunk(f, m, b0, n, s);
 }
 
+// Tasks are handed out through an atomic counter rather than split statically, so a thread that
+// is descheduled (a shared machine) does not leave the other threads idle at the end.
 template <typename T>
 void fisher_tasks(const FisherPass<T>& f, const at::Tensor& z, const at::Tensor& w1) {
   const int64_t chunks = (f.B + kChunk - 1) / kChunk;
-  at::parallel_for(0, f.M * chunks, 1, [&](int64_t begin, int64_t end) {
+  const int64_t tasks = f.M * chunks;
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, std::min<int64_t>(tasks, at::get_num_threads()), 1, [&](int64_t, int64_t) {
     TaskScratch<T> scratch(f.h, f.K, f.P);
-    for (int64_t t = begin; t < end; ++t) {
+    for (int64_t t = next++; t < tasks; t = next++) {
       const int64_t m = t / chunks, b0 = (t % chunks) * kChunk;
       const int64_t n = std::min(kChunk, f.B - b0);
       at::Tensor pre = at::from_blob(scratch.pre.data(), {f.h, n}, z.options());
