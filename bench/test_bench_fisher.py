@@ -56,7 +56,7 @@ def test_fisher_cpu(benchmark, batch, variant):
     fn = variant_fn(variant)
     benchmark.extra_info.update(batch=batch, dtype="float32", M=M, d=D, d_h=HIDDEN, K=K)
     if variant == "oracle":  # seconds per call at B = 8192
-        confidence, fisher = benchmark.pedantic(fn, args, rounds=3, iterations=1)
+        confidence, fisher = benchmark.pedantic(fn, args, rounds=3, iterations=1, warmup_rounds=1)
     else:
         confidence, fisher = benchmark(fn, *args)
     assert confidence.shape == fisher.shape == (batch, M)
