@@ -8,6 +8,8 @@ from prlf_fast.train.run import data_spec, load_splits
 from prlf_fast.train.rundir import RunDir
 from prlf_fast.train.trainer import Trainer, TrainConfig
 
+pytestmark = pytest.mark.slow  # ~10 s of training on an idle 2-core CPU
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
