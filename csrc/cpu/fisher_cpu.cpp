@@ -62,8 +62,8 @@ struct TaskScratch {
 
 // Accumulates tile samples [t0, t0 + n) of the chunk whose pre-activations (h, lda) are in s.pre.
 template <typename T>
-PRLF_INLINE void accumulate_tile(const FisherPass<T>& f, int64_t m, int64_t t0, int64_t n, int64_t lda,
-                            TaskScratch<T>& s) {
+PRLF_INLINE void accumulate_tile(const FisherPass<T>& f, int64_t m, int64_t t0, int64_t n,
+                                 int64_t lda, TaskScratch<T>& s) {
   std::fill(s.logits.begin(), s.logits.end(), T(0));
   std::fill(s.pair_sums.begin(), s.pair_sums.end(), T(0));
   std::fill(s.usq, s.usq + kTile, T(0));
@@ -98,7 +98,7 @@ PRLF_INLINE void accumulate_tile(const FisherPass<T>& f, int64_t m, int64_t t0, 
 
 template <typename T>
 PRLF_INLINE void finish_tile(const FisherPass<T>& f, int64_t m, int64_t b0, int64_t n,
-                        TaskScratch<T>& s) {
+                             TaskScratch<T>& s) {
   T* p = s.probs.data();
   for (int64_t r = 0; r < n; ++r) {
     const int64_t row = (b0 + r) * f.M + m;
@@ -132,7 +132,8 @@ PRLF_INLINE void finish_tile(const FisherPass<T>& f, int64_t m, int64_t b0, int6
 
 // The fused pass over the n samples of chunk b0 of modality m, tile by tile.
 template <typename T>
-PRLF_INLINE void fuse_chunk(const FisherPass<T>& f, int64_t m, int64_t b0, int64_t n, TaskScratch<T>& s) {
+PRLF_INLINE void fuse_chunk(const FisherPass<T>& f, int64_t m, int64_t b0, int64_t n,
+                            TaskScratch<T>& s) {
   for (int64_t t0 = 0; t0 < n; t0 += kTile) {
     const int64_t nt = std::min(kTile, n - t0);
     accumulate_tile(f, m, t0, nt, n, s);
@@ -176,8 +177,10 @@ at::Tensor pairwise_sq_diff(const at::Tensor& w2) {
   return (w2.index_select(1, pairs[0]) - w2.index_select(1, pairs[1])).square().contiguous();
 }
 
-std::tuple<at::Tensor, at::Tensor> fisher_reliability_cpu(const at::Tensor& z, const at::Tensor& w1,
-                                                          const at::Tensor& b1, const at::Tensor& w2,
+std::tuple<at::Tensor, at::Tensor> fisher_reliability_cpu(const at::Tensor& z,
+                                                          const at::Tensor& w1,
+                                                          const at::Tensor& b1,
+                                                          const at::Tensor& w2,
                                                           const at::Tensor& b2) {
   const FisherShape s = check_fisher_inputs(z, w1, b1, w2, b2);
   const auto dtype = z.scalar_type();
@@ -194,8 +197,11 @@ std::tuple<at::Tensor, at::Tensor> fisher_reliability_cpu(const at::Tensor& z, c
   if (s.B == 0) return {confidence, fisher};
   const at::Tensor w2diff = pairwise_sq_diff(w2c);
   AT_DISPATCH_FLOATING_TYPES(dtype, "fisher_reliability_cpu", [&] {
-    const FisherPass<scalar_t> pass{zc.const_data_ptr<scalar_t>(), b1c.const_data_ptr<scalar_t>(), w2c.const_data_ptr<scalar_t>(),
-                                    b2c.const_data_ptr<scalar_t>(), w2diff.const_data_ptr<scalar_t>(),
+    const FisherPass<scalar_t> pass{zc.const_data_ptr<scalar_t>(),
+                                    b1c.const_data_ptr<scalar_t>(),
+                                    w2c.const_data_ptr<scalar_t>(),
+                                    b2c.const_data_ptr<scalar_t>(),
+                                    w2diff.const_data_ptr<scalar_t>(),
                                     confidence.mutable_data_ptr<scalar_t>(),
                                     fisher.mutable_data_ptr<scalar_t>(),
                                     s.B, s.M, s.d, s.h, s.K, w2diff.size(1)};
