@@ -15,10 +15,12 @@ USER_ERRORS = (PRLFError, FileNotFoundError, PermissionError, IsADirectoryError,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="prlf-fast", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="prlf-fast", description="PRLF multimodal sentiment analysis under missing modalities: train, evaluate, data tools.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
         module = importlib.import_module(f"{__name__}.{info.name}")
         if hasattr(module, "register"):
             module.register(sub)
@@ -40,6 +42,3 @@ def main(argv=None) -> int:
         print("prlf-fast: interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

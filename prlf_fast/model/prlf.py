@@ -106,10 +106,10 @@ class PRLF(nn.Module):
         if batch.label is None:
             raise ValueError("PRLF.loss needs batch.label")
         cfg = self.config
-        label = batch.label.to(output.prediction.dtype)
-        task = (output.prediction - label).abs().mean()
+        # The task loss is taken in float32 even when the forward ran under autocast.
+        task = (output.prediction.float() - batch.label.float()).abs().mean()
         present = output.present
-        cls = recognition_class(label, cfg.neutral_band)
+        cls = recognition_class(batch.label, cfg.neutral_band)
         k = output.logits.shape[-1]
         ce = nn.functional.cross_entropy(
             output.logits.reshape(-1, k).float(), cls[:, None].expand(-1, 3).reshape(-1), reduction="none"

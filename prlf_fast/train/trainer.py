@@ -160,7 +160,6 @@ class Trainer:
     def _step(self, batch: Batch, global_size: int) -> dict:
         with autocast(self.device, self.tc.amp):
             out = self.net(batch)
-        out.prediction = out.prediction.float()  # the task loss against float32 labels
         losses = self.model.loss(out, batch)
         loss = losses["total"]
         if self.ctx.distributed:
@@ -185,7 +184,8 @@ class Trainer:
 
     def _corrupt(self, batch: Batch, generator) -> Batch:
         if self.tc.train_missing:
-            batch = missing.train_corrupt(batch, generator)
+            # The batch is a fresh gather from Split.batch, so corrupting it in place is safe.
+            batch = missing.train_corrupt(batch, generator, inplace=True)
         if self.tc.modality_dropout > 0:
             batch = missing.modality_dropout(batch, self.tc.modality_dropout, generator)
         return batch
