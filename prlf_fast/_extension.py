@@ -7,6 +7,7 @@ pure-PyTorch reference.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -25,6 +26,8 @@ def _mismatch(info: dict | None) -> str | None:
 def _load(info_path: Path = Path(__file__).with_name("_build_info.json")):
     """(module or None, build info or None, problem or None). The recorded build is checked
     before the shared library is loaded, and again from the library itself."""
+    if os.environ.get("PRLF_FAST_DISABLE_EXT") == "1":
+        return None, None, "disabled by PRLF_FAST_DISABLE_EXT=1"
     try:
         info = json.loads(info_path.read_text())
     except (OSError, ValueError):

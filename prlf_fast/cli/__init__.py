@@ -15,7 +15,8 @@ USER_ERRORS = (PRLFError, FileNotFoundError, PermissionError, IsADirectoryError,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="prlf-fast", description="PRLF multimodal sentiment analysis under missing modalities: train, evaluate, data tools.")
+    parser = argparse.ArgumentParser(
+        prog="prlf-fast", description="PRLF sentiment analysis under missing modalities: train, evaluate, data tools.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
