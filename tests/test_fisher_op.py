@@ -138,7 +138,8 @@ def test_opcheck():
 
 
 def test_backward_refuses_with_a_clear_message():
-    z, *rest = head_inputs(3, 2, 4, 5, 3)
+    # Enough samples for several CPU tasks, so worker threads also see inputs that require grad.
+    z, *rest = head_inputs(1200, 2, 4, 5, 3)
     _, fisher = torch.ops.prlf_fast.fisher_reliability(z.requires_grad_(), *rest)
     with pytest.raises(RuntimeError, match="has no gradient"):
         fisher.sum().backward()

@@ -159,6 +159,8 @@ void fisher_tasks(const FisherPass<T>& f, const at::Tensor& z, const at::Tensor&
   const int64_t tasks = f.M * chunks;
   std::atomic<int64_t> next{0};
   at::parallel_for(0, std::min<int64_t>(tasks, at::get_num_threads()), 1, [&](int64_t, int64_t) {
+    // Worker threads do not inherit the caller's "below autograd" dispatch state.
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
     TaskScratch<T> scratch(f.h, f.K, f.P);
     for (int64_t t = next++; t < tasks; t = next++) {
       const int64_t m = t / chunks, b0 = (t % chunks) * kChunk;
