@@ -146,7 +146,7 @@ def _strides(q, k, v, key_valid):
     return (*q.stride(), *k.stride(), *v.stride(), *((0, 0) if key_valid is None else key_valid.stride()))
 
 
-@triton_op("prlf_fast::masked_attention_fwd", mutates_args=())
+@triton_op("prlf_fast_triton::masked_attention_fwd", mutates_args=())
 def masked_attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                          key_valid: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """(output (B, H, Lq, Dh) contiguous, base-2 log-sum-exp (B, H, Lq) float32); no mask = all valid."""
@@ -164,7 +164,7 @@ def masked_attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return out, lse
 
 
-@triton_op("prlf_fast::masked_attention_bwd", mutates_args=())
+@triton_op("prlf_fast_triton::masked_attention_bwd", mutates_args=())
 def masked_attention_bwd(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                          key_valid: Optional[torch.Tensor], out: torch.Tensor,
                          lse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -336,7 +336,7 @@ def _forward(streams, anchor, gates, weights, keep_attn, keep_ffn, keep_scale, n
     return out
 
 
-@triton_op("prlf_fast::interact_iteration_fwd", mutates_args=())
+@triton_op("prlf_fast_triton::interact_iteration_fwd", mutates_args=())
 def interact_iteration_fwd(streams: torch.Tensor, anchor: torch.Tensor, gates: torch.Tensor,
                            weights: list[torch.Tensor], keep_attn: Optional[torch.Tensor],
                            keep_ffn: Optional[torch.Tensor], keep_scale: float, n_heads: int,
@@ -345,7 +345,7 @@ def interact_iteration_fwd(streams: torch.Tensor, anchor: torch.Tensor, gates: t
     return _forward(streams, anchor, gates, weights, keep_attn, keep_ffn, keep_scale, n_heads, eps, 1)
 
 
-@triton_op("prlf_fast::interact_stack_fwd", mutates_args=())
+@triton_op("prlf_fast_triton::interact_stack_fwd", mutates_args=())
 def interact_stack_fwd(streams: torch.Tensor, anchor: torch.Tensor, gates: torch.Tensor,
                        stacked_weights: list[torch.Tensor], n_heads: int, eps: float) -> torch.Tensor:
     """Streams after all N iterations in one launch (inference: no dropout, no autograd)."""
@@ -353,7 +353,7 @@ def interact_stack_fwd(streams: torch.Tensor, anchor: torch.Tensor, gates: torch
                     stacked_weights[0].shape[0])
 
 
-@triton_op("prlf_fast::interact_iteration_bwd", mutates_args=())
+@triton_op("prlf_fast_triton::interact_iteration_bwd", mutates_args=())
 def interact_iteration_bwd(grad_out: torch.Tensor, streams: torch.Tensor, anchor: torch.Tensor,
                            gates: torch.Tensor, weights: list[torch.Tensor], keep_attn: Optional[torch.Tensor],
                            keep_ffn: Optional[torch.Tensor], keep_scale: float, n_heads: int,

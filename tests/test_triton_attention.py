@@ -157,3 +157,11 @@ def test_cuda_torch_compile_traces_the_kernel_fullgraph():
     loss.backward()
     torch.testing.assert_close(loss, masked_attention(q, k, v, valid).square().sum())
     assert torch.isfinite(q.grad).all()
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_cuda_opcheck():
+    q, k, v, valid = attention_inputs(3, 2, 8, 70, 16, seed=6, device="cuda")
+    q, k, v = (t.float().requires_grad_() for t in (q, k, v))
+    torch.library.opcheck(torch.ops.prlf_fast_triton.masked_attention_fwd.default, (q, k, v, valid))

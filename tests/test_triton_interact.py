@@ -269,3 +269,12 @@ def test_cuda_torch_compile_traces_the_fused_iteration_fullgraph():
     streams, anchor, gates, _ = (x.float() for x in make_inputs(64, 8, 128, seed=4, device="cuda"))
     compiled = torch.compile(lambda s, a, g: layer(s, a, g, backend="triton").sum(), fullgraph=True)
     torch.testing.assert_close(compiled(streams, anchor, gates), layer(streams, anchor, gates, backend="triton").sum())
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_cuda_opcheck():
+    layer = make_layer(32, 4, 40, seed=5).float().cuda()
+    streams, anchor, gates, _ = (x.float().requires_grad_() for x in make_inputs(3, 8, 32, seed=5, device="cuda"))
+    torch.library.opcheck(torch.ops.prlf_fast_triton.interact_iteration_fwd.default,
+                          (streams, anchor, gates, layer.fused_weights(), None, None, 1.0, 4, 1e-5))
