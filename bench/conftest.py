@@ -4,12 +4,21 @@ import functools
 import os
 import platform
 import subprocess
+import sys
 
 import pytest
 import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 @functools.lru_cache(maxsize=None)
@@ -20,10 +29,11 @@ def environment_info() -> dict:
     except OSError:
         commit = None
     info = {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores",
-            "cpu": platform.processor() or platform.machine(),
+            "cpu": cpu_model(),
             "torch": torch.__version__, "python": platform.python_version(), "commit": commit,
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(),
+            "command": " ".join(["python -m pytest", *sys.argv[1:]])}
     try:
         import triton
 
