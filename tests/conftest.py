@@ -14,6 +14,18 @@ from prlf_fast import Batch, PRLFConfig  # noqa: E402
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
+def assert_error_rule(fast, same_dtype, exact, names, floor=1e-5):
+    """error(fast vs float64) ≤ 2 × error(reference in the same dtype vs float64) + floor·scale."""
+    for f, r, e, name in zip(fast, same_dtype, exact, names):
+        assert f.shape == e.shape and f.dtype == r.dtype, name
+        assert torch.isfinite(f).all(), f"{name}: non-finite values"
+        scale = 1.0 + e.abs().max().item()
+        err_fast = (f.double() - e).abs().max().item()
+        err_ref = (r.double() - e).abs().max().item()
+        assert err_fast <= 2 * err_ref + floor * scale, \
+            f"{name}: error {err_fast:.3g} vs float64 exceeds 2 × reference error {err_ref:.3g}"
+
+
 def tiny_config(**overrides) -> PRLFConfig:
     """A MOSI-like config small enough for float64 gradchecks and the Triton interpreter."""
     base = dict(text_dim=12, audio_dim=5, vision_dim=7, text_len=9, audio_len=11, vision_len=13,

@@ -5,8 +5,7 @@ import copy
 
 import pytest
 import torch
-from conftest import random_batch, requires_cuda, tiny_config
-from test_triton_attention import assert_error_rule
+from conftest import assert_error_rule, random_batch, requires_cuda, tiny_config
 
 from prlf_fast import PRLF, Batch
 

@@ -3,24 +3,12 @@ gradient under the error rule, rows with no valid key, awkward lengths; on CPU t
 Triton interpreter (fp32, tiny grids), on a GPU also at real sizes in fp32 and bf16."""
 import pytest
 import torch
-from conftest import requires_cuda
+from conftest import assert_error_rule, requires_cuda
 
 from prlf_fast import reference
 from prlf_fast.kernels import masked_attention
 
 pytestmark = pytest.mark.triton
-
-
-def assert_error_rule(fast, same_dtype, exact, names, floor=1e-5):
-    """error(fast vs float64) ≤ 2 × error(reference in the same dtype vs float64) + floor·scale."""
-    for f, r, e, name in zip(fast, same_dtype, exact, names):
-        assert f.shape == e.shape and f.dtype == r.dtype, name
-        assert torch.isfinite(f).all(), f"{name}: non-finite values"
-        scale = 1.0 + e.abs().max().item()
-        err_fast = (f.double() - e).abs().max().item()
-        err_ref = (r.double() - e).abs().max().item()
-        assert err_fast <= 2 * err_ref + floor * scale, \
-            f"{name}: error {err_fast:.3g} vs float64 exceeds 2 × reference error {err_ref:.3g}"
 
 
 def attention_inputs(b, h, lq, lk, dh, seed, device="cpu"):

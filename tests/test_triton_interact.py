@@ -6,8 +6,7 @@ import copy
 
 import pytest
 import torch
-from conftest import requires_cuda, tiny_config
-from test_triton_attention import assert_error_rule
+from conftest import assert_error_rule, requires_cuda, tiny_config
 
 from prlf_fast.kernels import interact_iteration, interact_stack
 from prlf_fast.kernels.interact import WEIGHT_NAMES

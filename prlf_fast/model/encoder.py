@@ -35,8 +35,7 @@ class ModalityEncoder(nn.Module):
     def forward(self, x, valid, backend: str = "reference"):
         """x (B, L, d_m), valid (B, L) bool -> H (B, T, d)."""
         e = self.embed(x, valid)
-        q = self.queries.expand(x.shape[0], -1, -1)
-        h = q + self.drop(self.pool(self.norm_q(q), self.norm_x(e), valid, backend=backend))
+        h = self.queries + self.drop(self.pool.pool(self.norm_q(self.queries), self.norm_x(e), valid, backend=backend))
         for layer in self.layers:
             h = layer(h, backend=backend)
         return self.norm_out(h)

@@ -7,14 +7,16 @@ from prlf_fast import reference
 from prlf_fast.ops.dispatch import implementation
 
 
-def sdpa_masked_attention(q, k, v, key_valid=None):
-    """PyTorch SDPA with a boolean key mask; rows with no valid key return exactly 0."""
+def sdpa_masked_attention(q, k, v, key_valid=None, scale=None):
+    """PyTorch SDPA with a boolean key mask; rows with no valid key return exactly 0.
+
+    ``scale`` multiplies the scores (default 1/√Dh, as everywhere else)."""
     if key_valid is None:
-        return F.scaled_dot_product_attention(q, k, v)
+        return F.scaled_dot_product_attention(q, k, v, scale=scale)
     any_valid = key_valid.any(dim=-1)
     # An all-False row would give NaN: let it attend everywhere, then zero it.
     mask = (key_valid | ~any_valid[:, None])[:, None, None, :]
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     return out * any_valid[:, None, None, None].to(out.dtype)
 
 

@@ -14,7 +14,7 @@ import torch
 from prlf_fast import _extension
 
 BACKENDS = ("reference", "fast", "triton")
-OPS = ("masked_attention", "interact_iteration", "fisher_reliability")
+OPS = ("masked_attention", "query_pooling", "interact_iteration", "fisher_reliability")
 
 
 def normalize_backend(backend: str) -> str:
@@ -58,6 +58,10 @@ def implementation(op: str, backend: str, device_type: str) -> str:
         raise ValueError(f"unknown op {op!r}; expected one of {OPS}")
     if backend == "reference":
         return "reference"
+    if op == "query_pooling":
+        # Where attention has no Triton kernel, pooling skips the key/value projections ("folded").
+        attention = implementation("masked_attention", backend, device_type)
+        return "folded" if attention == "sdpa" else attention
     if op == "fisher_reliability":
         if not _extension.has_op("fisher_reliability"):
             return "reference"
