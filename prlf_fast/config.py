@@ -46,6 +46,18 @@ class PRLFConfig:
     bert_path: str | None = None
 
     def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value, default = getattr(self, f.name), f.default
+            if default is None:
+                ok = value is None or isinstance(value, str)
+            elif isinstance(default, int):
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            elif isinstance(default, float):
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            else:
+                ok = isinstance(value, type(default))
+            if not ok:
+                raise ValueError(f"{f.name}={value!r}: expected {'a path or None' if default is None else type(default).__name__}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if self.text_encoder not in TEXT_ENCODERS:
@@ -63,6 +75,10 @@ class PRLFConfig:
     def preset(cls, name: str, **overrides) -> "PRLFConfig":
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
+        settable = [f.name for f in dataclasses.fields(cls) if f.name != "dataset"]
+        unknown = sorted(set(overrides) - set(settable))
+        if unknown:
+            raise ValueError(f"unknown model setting(s) {', '.join(unknown)}; expected some of {', '.join(settable)}")
         return cls(dataset=name, **{**PRESETS[name], **overrides})
 
     def dims(self) -> dict:

@@ -93,6 +93,18 @@ def _sims(pred, label) -> dict:
     }
 
 
+METRIC_NAMES = {
+    "mosi": ("Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_5", "Mult_acc_7",
+             "MAE", "Corr"),
+    "sims": ("Mult_acc_2", "Mult_acc_3", "Mult_acc_5", "F1_score", "MAE", "Corr"),
+}
+
+
+def metric_names(dataset: str) -> tuple:
+    """Keys of ``mmsa_metrics(..., dataset)``."""
+    return METRIC_NAMES["sims" if dataset.lower() == "sims" else "mosi"]
+
+
 def mmsa_metrics(pred, label, dataset: str) -> dict:
     """MMSA's metrics of predictions against labels for ``dataset`` ("mosi", "mosei" or "sims")."""
     dataset = dataset.lower()

@@ -181,9 +181,23 @@ def test_bad_option_value(tmp_path, capsys):
     assert_clean_error(code, err, "lr=-1.0")
 
 
-def test_debug_shows_the_traceback(tmp_path):
+@pytest.mark.parametrize("options, fragments", [
+    (["--set", "foo=1"], ["unknown model setting(s) foo", "d_model"]),
+    (["--set", "d_model=abc"], ["d_model='abc'", "expected int"]),
+    (["--set", "d_model"], ["--set 'd_model'", "KEY=VALUE"]),
+    (["--select-metric", "Mult_acc_3"], ["'Mult_acc_3' is not a mosi metric", "Has0_acc_2"]),
+], ids=["unknown-field", "wrong-type", "no-value", "metric-of-another-dataset"])
+def test_bad_settings_fail_before_anything_is_written(tmp_path, capsys, options, fragments):
+    code, _, err = run_cli(capsys, "train", *TINY_RUN, *options, "--out", tmp_path / "r")
+    assert_clean_error(code, err, *fragments)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_shows_the_traceback(tmp_path, where):
+    argv = ["train", "--data", str(tmp_path / "nope.pkl"), "--out", str(tmp_path / "r")]
     with pytest.raises(Exception, match="nope.pkl"):
-        main(["--debug", "train", "--data", str(tmp_path / "nope.pkl"), "--out", str(tmp_path / "r")])
+        main(["--debug", *argv] if where == "before" else [*argv, "--debug"])
 
 
 def test_early_stopping_with_modality_dropout(tmp_path, capsys):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from prlf_fast.metrics import mmsa_metrics, sims_class, weighted_f1
+from prlf_fast.metrics import metric_names, mmsa_metrics, sims_class, weighted_f1
 
 MOSI_KEYS = {"Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_5", "Mult_acc_7",
              "MAE", "Corr"}
@@ -79,3 +79,9 @@ def test_torch_and_numpy_agree_and_bad_input():
         mmsa_metrics(label[:3], label, "mosi")
     with pytest.raises(ValueError, match="finite"):
         mmsa_metrics(torch.tensor([float("nan")]), torch.tensor([0.0]), "sims")
+
+
+@pytest.mark.parametrize("dataset", ["mosi", "mosei", "sims"])
+def test_metric_names_are_the_keys(dataset):
+    pred, label = np.array([0.3, -0.2, 0.9, -0.7]), np.array([0.5, -0.4, 0.1, -0.9])
+    assert tuple(mmsa_metrics(pred, label, dataset)) == metric_names(dataset)

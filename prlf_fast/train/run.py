@@ -78,6 +78,7 @@ def load_splits(spec: dict, cfg: PRLFConfig, device, needed=SPLITS) -> dict:
 
 
 def run_config(model_cfg: PRLFConfig, train_cfg: TrainConfig, spec: dict, rates, seeds) -> dict:
+    train_cfg.check_metric(model_cfg.dataset)
     return {"prlf_fast": prlf_fast.__version__, "model": model_cfg.to_dict(),
             "train": train_cfg.__dict__.copy(), "data": spec,
             "eval": {"rates": list(rates) if rates is not None else list(mmsa.missing.DEFAULT_RATES),

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from prlf_fast.batch import Batch
 from prlf_fast.data import missing
 from prlf_fast.errors import PRLFError
+from prlf_fast.metrics import metric_names
 from prlf_fast.model import PRLF
 from prlf_fast.train import distributed
 from prlf_fast.train.atomic import read_jsonl, write_jsonl
@@ -59,6 +60,11 @@ class TrainConfig:
             raise ValueError("invalid training setting(s): "
                              + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad))
 
+    def check_metric(self, dataset: str) -> None:
+        if self.select_metric not in metric_names(dataset):
+            raise PRLFError(f"select_metric {self.select_metric!r} is not a {dataset} metric; "
+                            f"expected one of {', '.join(metric_names(dataset))}")
+
     def better(self, new: float, old: float | None) -> bool:
         if old is None:
             return True
@@ -85,6 +91,7 @@ class Trainer:
                  ctx: distributed.Context = distributed.Context()):
         self.cfg, self.tc, self.run, self.ctx = model_cfg, train_cfg, run, ctx
         self.device = torch.device(device)
+        train_cfg.check_metric(model_cfg.dataset)
         self.train_split, self.valid_split = splits["train"], splits["valid"]
         torch.manual_seed(train_cfg.seed)
         self.model = PRLF(model_cfg, backend=backend).to(self.device)
