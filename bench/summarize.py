@@ -25,26 +25,28 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def rows(benchmarks):
-    """(group, implementation, median seconds, speed-up over the group's baseline or None)."""
+    """(group, implementation, median seconds, speed-up over the group's baseline or None,
+    achieved bandwidth in GB/s or None)."""
     groups = defaultdict(dict)
     for b in benchmarks:
         params = dict(b.get("params") or {})
-        impl = next((str(params.pop(k)) for k in IMPL_KEYS if k in params), b["name"])
+        impl = next((str(params.pop(k)) for k in IMPL_KEYS if k in params), "-")
         name = b["name"].split("[")[0] + "[" + "-".join(f"{v}" for v in params.values()) + "]"
-        groups[name][impl] = b["stats"]["median"]
+        groups[name][impl] = (b["stats"]["median"], b.get("extra_info", {}).get("bandwidth_GBps"))
     for name, impls in groups.items():
-        base = next((impls[k] for k in BASELINES if k in impls), None)
-        for impl, median in impls.items():
-            yield name, impl, median, (base / median if base else None)
+        base = next((impls[k][0] for k in BASELINES if k in impls), None)
+        for impl, (median, bandwidth) in impls.items():
+            yield name, impl, median, (base / median if base else None), bandwidth
 
 
 def benchmark_table(benchmarks, markdown=True):
-    lines = ["| benchmark | implementation | median (ms) | speed-up vs baseline |",
-             "|---|---|---:|---:|"] if markdown else []
-    for name, impl, median, ratio in rows(benchmarks):
+    lines = ["| benchmark | implementation | median (ms) | speed-up vs baseline | GB/s |",
+             "|---|---|---:|---:|---:|"] if markdown else []
+    for name, impl, median, ratio, bandwidth in rows(benchmarks):
         r = f"{ratio:.2f}x" if ratio else "-"
-        lines.append(f"| {name} | {impl} | {median * 1e3:.3f} | {r} |" if markdown
-                     else f"{name:<55} {impl:<22} {median * 1e3:>10.3f} ms  {r:>8}")
+        bw = f"{bandwidth:.1f}" if bandwidth else "-"
+        lines.append(f"| {name} | {impl} | {median * 1e3:.3f} | {r} | {bw} |" if markdown
+                     else f"{name:<55} {impl:<22} {median * 1e3:>10.3f} ms  {r:>8}  {bw:>8} GB/s")
     return lines
 
 

@@ -79,3 +79,19 @@ def test_inference(benchmark, preset, variant, device):
     benchmark.extra_info.update(batch=batch.size, preset=preset, variant=variant, input_bytes=bytes_in)
     pred = benchmark(synced(infer, device))
     assert pred.shape == (batch.size,)
+    if benchmark.stats is not None:  # absent under --benchmark-disable
+        # Inference reads every input feature once: compare with test_copy_bandwidth's figure.
+        benchmark.extra_info["bandwidth_GBps"] = bytes_in / benchmark.stats.stats.median / 1e9
+
+
+@pytest.mark.parametrize("device", devices())
+def test_copy_bandwidth(benchmark, device):
+    """The device's measured copy bandwidth (bytes read + written per second), the yardstick of
+    inference's achieved bandwidth."""
+    n_bytes = (1 << 30) if device == "cuda" else (256 << 20)
+    src = torch.empty(n_bytes // 4, device=device).uniform_()
+    dst = torch.empty_like(src)
+    benchmark(synced(lambda: dst.copy_(src), device))
+    assert torch.equal(dst[:1024], src[:1024])
+    if benchmark.stats is not None:
+        benchmark.extra_info["bandwidth_GBps"] = 2 * n_bytes / benchmark.stats.stats.median / 1e9

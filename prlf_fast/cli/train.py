@@ -15,7 +15,6 @@ TRAIN_PRESETS = {
     "sims": dict(epochs=30, batch_size=32, lr=5e-4),
 }
 SYNTHETIC_EPOCHS = 12
-DEFAULT_EVAL_SEEDS = (0, 1, 2)  # mask seeds of the robustness evaluation
 # CLI option -> TrainConfig field, for options that shape the run (saved in config.json).
 TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "warmup", "grad_clip", "seed",
                  "train_missing", "modality_dropout", "select_rate", "select_seed", "select_metric",
@@ -112,6 +111,7 @@ def explicit_train(args) -> dict:
 
 
 def new_config(args) -> dict:
+    from prlf_fast.train.evaluate import DEFAULT_SEEDS
     from prlf_fast.train.run import data_spec, run_config
     from prlf_fast.train.trainer import TrainConfig
 
@@ -124,7 +124,7 @@ def new_config(args) -> dict:
         defaults["epochs"] = SYNTHETIC_EPOCHS
     train_cfg = TrainConfig(**{**defaults, **explicit_train(args)})
     return run_config(model_cfg, train_cfg, data_spec(args.data, synthetic_sizes(args.synthetic)),
-                      args.rates, args.seeds or list(DEFAULT_EVAL_SEEDS))
+                      args.rates, args.seeds or list(DEFAULT_SEEDS))
 
 
 def resumed_config(args, saved: dict) -> dict:

@@ -10,6 +10,7 @@ import torch
 from prlf_fast.config import MODALITIES
 from prlf_fast.data import missing
 from prlf_fast.metrics import mmsa_metrics
+from prlf_fast.profiling import nvtx_range
 
 
 def autocast(device: torch.device, enabled: bool = True):
@@ -30,8 +31,10 @@ def _predict(model, split, variants: dict, batch_size: int, device, amp: bool):
     try:
         for idx, batch in split.iter_batches(batch_size):
             for name, corrupt in variants.items():
+                with nvtx_range("data"):
+                    corrupted = corrupt(batch, idx)
                 with autocast(device, amp):
-                    out = model(corrupt(batch, idx))
+                    out = model(corrupted)
                 preds[name].append(out.prediction.float().cpu())
                 doms[name].append(out.dominant.cpu())
     finally:
@@ -111,7 +114,10 @@ def summarize_inter(records: list) -> dict:
     return {"average": {"mean": mean, "std": std}}
 
 
-def robustness(model, split, dataset: str, rates=None, seeds=(0,), batch_size: int = 256,
+DEFAULT_SEEDS = (0, 1, 2)  # mask seeds of the robustness evaluation
+
+
+def robustness(model, split, dataset: str, rates=None, seeds=DEFAULT_SEEDS, batch_size: int = 256,
                device="cpu", amp=True) -> dict:
     """Both protocols on ``split``: records and summaries, ready for results.json."""
     rates = list(missing.DEFAULT_RATES if rates is None else rates)

@@ -19,6 +19,7 @@ from prlf_fast.data import missing
 from prlf_fast.errors import PRLFError
 from prlf_fast.metrics import metric_names
 from prlf_fast.model import PRLF
+from prlf_fast.profiling import nvtx_range
 from prlf_fast.train import distributed
 from prlf_fast.train.atomic import read_jsonl, write_jsonl
 from prlf_fast.train.checkpoint import Checkpoint, save_checkpoint
@@ -173,11 +174,13 @@ class Trainer:
             # DDP averages gradients over ranks; weigh each shard so that equals the global mean.
             loss = loss * (self.ctx.world_size * batch.size / global_size)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.tc.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.grad_clip)
-        self.optimizer.step()
-        self.scheduler.step()
+        with nvtx_range("backward"):
+            loss.backward()
+        with nvtx_range("optimizer"):
+            if self.tc.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
         return {k: v.detach() for k, v in losses.items()}
 
     def _epoch_batches(self, epoch: int):
@@ -187,14 +190,17 @@ class Trainer:
         b = self.tc.batch_size
         for i in range(self.state["batch"], self.steps_per_epoch):
             idx = perm[i * b:(i + 1) * b]
-            yield i, self.train_split.batch(idx), len(idx)
+            with nvtx_range("data"):
+                batch = self.train_split.batch(idx)
+            yield i, batch, len(idx)
 
     def _corrupt(self, batch: Batch, generator) -> Batch:
-        if self.tc.train_missing:
-            # The batch is a fresh gather from Split.batch, so corrupting it in place is safe.
-            batch = missing.train_corrupt(batch, generator, inplace=True)
-        if self.tc.modality_dropout > 0:
-            batch = missing.modality_dropout(batch, self.tc.modality_dropout, generator)
+        with nvtx_range("data"):
+            if self.tc.train_missing:
+                # The batch is a fresh gather from Split.batch, so corrupting it in place is safe.
+                batch = missing.train_corrupt(batch, generator, inplace=True)
+            if self.tc.modality_dropout > 0:
+                batch = missing.modality_dropout(batch, self.tc.modality_dropout, generator)
         return batch
 
     def validate(self) -> dict:

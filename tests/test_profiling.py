@@ -1,0 +1,45 @@
+"""NVTX ranges: with the optional ``nvtx`` package the model, the data path and the evaluation
+are marked in the ``prlf_fast`` domain; without it every range is a no-op."""
+import contextlib
+
+import pytest
+import torch
+
+from prlf_fast import PRLF, PRLFConfig, profiling
+from prlf_fast.data import Split, prepare_mmsa, synthesize
+from prlf_fast.train.evaluate import intra
+
+SMALL = dict(d_model=16, n_heads=2, n_tokens=2, ffn_dim=32, recog_hidden=16, n_encoder_layers=1, n_interact=1)
+
+
+class RecordingNvtx:
+    def __init__(self):
+        self.ranges = []
+
+    @contextlib.contextmanager
+    def annotate(self, name, domain):
+        self.ranges.append((domain, name))
+        yield
+
+
+@pytest.fixture
+def recorder(monkeypatch):
+    rec = RecordingNvtx()
+    monkeypatch.setattr(profiling, "_nvtx", rec)
+    return rec
+
+
+def test_evaluation_marks_data_and_every_model_stage(recorder):
+    data = prepare_mmsa(synthesize("mosi", 4, 4, 4, seed=0), copy=False)[0]
+    model = PRLF(PRLFConfig.preset("mosi", **SMALL), backend="fast")
+    intra(model, Split.from_mmsa(data["test"]), "mosi", rates=[0.5], seeds=[0], batch_size=4)
+    assert {d for d, _ in recorder.ranges} == {"prlf_fast"}
+    names = [n for _, n in recorder.ranges]
+    assert names[:7] == ["data", "encoder/text", "encoder/audio", "encoder/vision", "amre", "proginteract", "head"]
+
+
+def test_without_nvtx_ranges_are_no_ops(monkeypatch):
+    monkeypatch.setattr(profiling, "_nvtx", None)
+    assert not profiling.nvtx_available()
+    with profiling.nvtx_range("anything"):
+        pass
