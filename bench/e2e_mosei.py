@@ -6,7 +6,7 @@ torch.compile of the reference as the peer a user would try first.
 
 Times are wall clock with device synchronisation; each variant trains a fresh model from the same
 seed. The training epoch is the trainer's step (intra-protocol corruption, forward, loss,
-backward, clipping, AdamW) over shuffled batches; the evaluation is the full robustness
+backward, clipping, the trainer's AdamW and schedule) over shuffled batches; the evaluation is the full robustness
 evaluation of `prlf-fast train` (intra protocol at ten rates × three mask seeds, the seven inter
 configurations) on the test split. The JSON is rewritten after every variant, so a run cut short
 keeps the variants it finished.
@@ -23,6 +23,8 @@ from prlf_fast.data import Split, epoch_generator, prepare_mmsa, synthesize, tra
 from prlf_fast.profiling import nvtx_range
 from prlf_fast.train.atomic import write_json
 from prlf_fast.train.evaluate import autocast, robustness
+from prlf_fast.train.optim import build_optimizer
+from prlf_fast.train.trainer import TrainConfig
 
 VARIANTS = ("reference", "fast", "compiled-reference")
 
@@ -33,10 +35,10 @@ def _sync(device):
 
 
 def train_epoch(model, forward, split, batch_size, device, amp, max_steps=None):
-    opt = torch.optim.AdamW(model.parameters(), lr=5e-4)
+    steps = len(split) // batch_size if max_steps is None else max_steps
+    opt, schedule = build_optimizer(model, TrainConfig(lr=5e-4), steps)
     gen = epoch_generator(0, 0, device)
     order = torch.randperm(len(split), device=split.device)
-    steps = len(split) // batch_size if max_steps is None else max_steps
     model.train()
     for i in range(steps):
         with nvtx_range("data"):
@@ -48,6 +50,7 @@ def train_epoch(model, forward, split, batch_size, device, amp, max_steps=None):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        schedule.step()
     return steps
 
 
