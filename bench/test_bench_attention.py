@@ -19,14 +19,15 @@ from prlf_fast.ops import implementation, sdpa_masked_attention
 HEADS, HEAD_DIM, QUERIES, KEYS = 8, 16, 8, 500
 D_MODEL = HEADS * HEAD_DIM
 BATCHES = {"cpu": [64], "cuda": [64, 1024]}
-DTYPES = {"cpu": [torch.float32], "cuda": [torch.float32, torch.bfloat16]}
+DTYPES = {"cpu": ["fp32"], "cuda": ["fp32", "bf16"]}  # strings: pytest-benchmark saves the params
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def device_params(device):
     return [(b, dt) for b in BATCHES[device] for dt in DTYPES[device]]
 
 
-CASES = [pytest.param(dev, b, dt, id=f"{dev}-{b}-{str(dt)[6:]}") for dev in devices() for b, dt in device_params(dev)]
+CASES = [pytest.param(dev, b, dt, id=f"{dev}-{b}-{dt}") for dev in devices() for b, dt in device_params(dev)]
 
 
 def key_mask(batch, device, g):
@@ -50,7 +51,7 @@ def core(variant):
 def test_masked_pooling(benchmark, device, batch, dtype, mode, variant):
     if (variant == "triton") != (device == "cuda") and variant != "sdpa":
         pytest.skip("Triton runs on CUDA; the explicit reference is the CPU baseline only")
-    fn = core(variant)
+    fn, dtype = core(variant), TORCH_DTYPES[dtype]
     g = torch.Generator(device=device).manual_seed(0)
     q = torch.randn(batch, HEADS, QUERIES, HEAD_DIM, device=device, dtype=dtype, generator=g)
     k, v = (torch.randn(batch, HEADS, KEYS, HEAD_DIM, device=device, dtype=dtype, generator=g) for _ in range(2))
@@ -75,6 +76,7 @@ def test_masked_pooling(benchmark, device, batch, dtype, mode, variant):
 @pytest.mark.parametrize("mode", ["forward", "forward+backward"])
 @pytest.mark.parametrize("device, batch, dtype", CASES)
 def test_encoder_pooling(benchmark, device, batch, dtype, mode, variant):
+    dtype = TORCH_DTYPES[dtype]
     torch.manual_seed(0)
     attn = MultiHeadAttention(D_MODEL, HEADS).to(device)
     g = torch.Generator(device=device).manual_seed(0)
