@@ -14,9 +14,11 @@ keeps the variants it finished.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import torch
+from environment import environment_info
 
 from prlf_fast import PRLF, PRLFConfig
 from prlf_fast.data import Split, epoch_generator, prepare_mmsa, synthesize, train_corrupt
@@ -77,8 +79,8 @@ def main(argv=None):
     data = prepare_mmsa(synthesize("mosei", args.n_train, 8, args.n_test, seed=0), copy=False)[0]
     train, test = (Split.from_mmsa(data[s], device=device) for s in ("train", "test"))
     cfg = PRLFConfig.preset("mosei")
-    results = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-               "torch": torch.__version__, "n_train": len(train), "n_test": len(test),
+    command = " ".join(["python bench/e2e_mosei.py", *(sys.argv[1:] if argv is None else argv)])
+    results = {**environment_info(command), "n_train": len(train), "n_test": len(test),
                "batch_size": args.batch_size, "amp": amp, "variants": {}}
     for variant in args.variants.split(","):
         torch.manual_seed(0)

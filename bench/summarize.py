@@ -51,8 +51,9 @@ def benchmark_table(benchmarks, markdown=True):
 
 
 def e2e_table(run):
-    lines = [f"MOSEI-shaped end to end on {run['device']} (`bench/e2e_mosei.py`): {run['n_train']} training "
-             f"samples, batch {run['batch_size']}, {run['n_test']} test samples, amp {run['amp']}.", "",
+    lines = [f"MOSEI-shaped end to end on {run['device']} / {run.get('cpu')}, torch {run['torch']}, commit "
+             f"{run.get('commit')}: {run['n_train']} training samples, batch {run['batch_size']}, {run['n_test']} "
+             f"test samples, amp {run['amp']}.", "", f"Command: `{run.get('command')}`", "",
              "| variant | training epoch (s) | speed-up | robustness evaluation (s) | speed-up |",
              "|---|---:|---:|---:|---:|"]
     for name, v in run["variants"].items():
