@@ -57,7 +57,8 @@ class PRLFConfig:
             else:
                 ok = isinstance(value, type(default))
             if not ok:
-                raise ValueError(f"{f.name}={value!r}: expected {'a path or None' if default is None else type(default).__name__}")
+                expected = "a path or None" if default is None else type(default).__name__
+                raise ValueError(f"{f.name}={value!r}: expected {expected}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if self.text_encoder not in TEXT_ENCODERS:

@@ -35,7 +35,8 @@ class ModalityEncoder(nn.Module):
     def forward(self, x, valid, backend: str = "reference"):
         """x (B, L, d_m), valid (B, L) bool -> H (B, T, d)."""
         e = self.embed(x, valid)
-        h = self.queries + self.drop(self.pool.pool(self.norm_q(self.queries), self.norm_x(e), valid, backend=backend))
+        pooled = self.pool.pool(self.norm_q(self.queries), self.norm_x(e), valid, backend=backend)
+        h = self.queries + self.drop(pooled)
         for layer in self.layers:
             h = layer(h, backend=backend)
         return self.norm_out(h)
