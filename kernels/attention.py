@@ -46,7 +46,7 @@ def _fwd_kernel(Q, K, V, VALID, O, LSE,
                 H, Lq, Lk, Dh, scale2,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                 HAS_MASK: tl.constexpr, PREC: tl.constexpr):
-    pid_m, pid_bh = tl.program_id(0), tl.program_id(1)
+    pid_bh, pid_m = tl.program_id(0), tl.program_id(1)
     b, h = pid_bh // H, pid_bh % H
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_D)
@@ -100,7 +100,7 @@ def _bwd_kernel(Q, K, V, VALID, O, DO, LSE, DQ, DK, DV,
                 HAS_MASK: tl.constexpr, PREC: tl.constexpr):
     """Programs [0, n_key_blocks) accumulate dK, dV of one key block over all queries; the
     others accumulate dQ of one query block over all keys. No atomics: deterministic."""
-    pid, pid_bh = tl.program_id(0), tl.program_id(1)
+    pid_bh, pid = tl.program_id(0), tl.program_id(1)
     b, h = pid_bh // H, pid_bh % H
     cols = tl.arange(0, BLOCK_D)
     q_base, k_base, v_base = Q + b * sqb + h * sqh, K + b * skb + h * skh, V + b * svb + h * svh
@@ -155,7 +155,7 @@ def masked_attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     lse = torch.empty((b, h, lq), dtype=torch.float32, device=q.device)
     if out.numel() == 0:
         return out, lse
-    grid = (triton.cdiv(lq, BLOCK_M), b * h)
+    grid = (b * h, triton.cdiv(lq, BLOCK_M))  # B·H on axis 0: axis 1 is limited to 65535
     wrap_triton(_fwd_kernel)[grid](
         q, k, v, q if key_valid is None else key_valid, out, lse, *_strides(q, k, v, key_valid),
         h, lq, k.shape[2], dh, LOG2E / math.sqrt(dh),
@@ -180,7 +180,7 @@ def masked_attention_bwd(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tenso
     if empty:
         return dq, dk, dv
     n_key_blocks = triton.cdiv(lk, BLOCK_N)
-    grid = (n_key_blocks + triton.cdiv(lq, BLOCK_M), b * h)
+    grid = (b * h, n_key_blocks + triton.cdiv(lq, BLOCK_M))
     wrap_triton(_bwd_kernel)[grid](
         q, k, v, q if key_valid is None else key_valid, out, grad_out, lse, dq, dk, dv,
         *_strides(q, k, v, key_valid),

@@ -7,6 +7,9 @@ from prlf_fast import _extension, ops, reference
 from prlf_fast.ops.dispatch import implementation
 from conftest import requires_cuda, tiny_config
 
+requires_cuda_op = pytest.mark.skipif(not _extension.has_cuda_kernels(),
+                                      reason="the extension was built without its CUDA kernels")
+
 pytestmark = [
     pytest.mark.ext,
     pytest.mark.skipif(not _extension.has_op("fisher_reliability"),
@@ -40,12 +43,17 @@ def rel_err(x, exact):
 
 
 def assert_two_x_rule(args64, dtype, device):
-    """error(op in dtype vs float64) ≤ 2 × error(reference in dtype vs float64) + floor."""
-    exact = reference.fisher_reliability(*args64)
+    """error(op in dtype vs float64) ≤ 2 × error(reference in dtype vs float64) + floor, where
+    float64 is the reference on the same inputs rounded to dtype (rounding the inputs alone can
+    move F by more than any implementation's arithmetic when the logits are large)."""
     low = tuple(t.to(device=device, dtype=dtype) for t in args64)
+    rounded = tuple(t.to(device="cpu", dtype=torch.float64) for t in low)
+    exact = reference.fisher_reliability(*rounded)
     fast = torch.ops.prlf_fast.fisher_reliability(*low)
     ref = reference.fisher_reliability(*low)
-    floor = 8 * torch.finfo(dtype).eps
+    # Any implementation rounds logits of size |o| to ~eps·|o|: the floor scales with them.
+    logit_size = reference.recognition_logits(*rounded)[2].abs().max().item()
+    floor = 4 * torch.finfo(dtype).eps * (1.0 + logit_size)
     for name, f, r, e in zip(("confidence", "fisher"), fast, ref, exact):
         e = e.to(device)
         assert f.dtype == dtype and f.shape == e.shape and f.device == e.device
@@ -172,16 +180,19 @@ CUDA_DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 
 
 @requires_cuda
+@requires_cuda_op
 @pytest.mark.cuda
 @pytest.mark.parametrize("shape", SHAPES)
 def test_cuda_float64_matches_reference(shape):
     args = head_inputs(*shape)
     got = torch.ops.prlf_fast.fisher_reliability(*(t.cuda() for t in args))
     for g, w in zip(got, reference.fisher_reliability(*args)):
-        torch.testing.assert_close(g.cpu(), w, rtol=1e-11, atol=1e-12)
+        # atol as on the CPU: the reference's pair sums cancel to ~1e-12 at SHAPES' largest logits
+        torch.testing.assert_close(g.cpu(), w, rtol=1e-11, atol=1e-10)
 
 
 @requires_cuda
+@requires_cuda_op
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", CUDA_DTYPES[1:])
 @pytest.mark.parametrize("shape", SHAPES)
@@ -190,6 +201,7 @@ def test_cuda_two_x_rule(shape, dtype):
 
 
 @requires_cuda
+@requires_cuda_op
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", CUDA_DTYPES)
 def test_cuda_noncontiguous_and_side_stream(dtype):
@@ -205,6 +217,7 @@ def test_cuda_noncontiguous_and_side_stream(dtype):
 
 
 @requires_cuda
+@requires_cuda_op
 @pytest.mark.cuda
 def test_cuda_opcheck_and_compile():
     args = head_inputs(6, 3, 7, 5, 4, seed=9, dtype=torch.float32, device="cuda")

@@ -29,9 +29,22 @@ def run_model(model, batch, dtype, backend, device):
     return [out.prediction, out.weights, loss["total"], *grads], ["prediction", "weights", "loss", *names]
 
 
-def check_model_parity(cfg, batch, dtype=torch.float32, device="cpu"):
+def clearly_ordered(model, batch, min_gap: float) -> Batch:
+    """The samples whose float64 AMRE weights differ pairwise by at least ``min_gap``. AMRE's
+    ordering is discontinuous: where two weights lie within a low precision's rounding, either
+    path may order them either way, and the error rule would measure a coin toss."""
+    with torch.no_grad():
+        weights = model(batch_to(batch, torch.float64, "cpu")).weights
+    keep = weights.sort(dim=-1).values.diff(dim=-1).min(dim=-1).values >= min_gap
+    assert keep.sum() >= 16, f"only {int(keep.sum())} clearly ordered samples"
+    return Batch(**{k: v[keep] for k, v in vars(batch).items() if v is not None})
+
+
+def check_model_parity(cfg, batch, dtype=torch.float32, device="cpu", min_weight_gap=0.0):
     torch.manual_seed(0)
     model = PRLF(cfg, backend="reference").double().eval()
+    if min_weight_gap > 0:
+        batch = clearly_ordered(model, batch, min_weight_gap)
     exact, names = run_model(model, batch, torch.float64, "reference", device)
     same, _ = run_model(model, batch, dtype, "reference", device)
     fast, _ = run_model(model, batch, dtype, "triton", device)
@@ -80,4 +93,6 @@ def test_cuda_model_matches_reference_at_mosei_sizes(dtype):
     from prlf_fast import PRLFConfig
 
     cfg = PRLFConfig.preset("mosei", dropout=0.0)
-    check_model_parity(cfg, random_batch(cfg, 64, seed=5), dtype=dtype, device="cuda")
+    # bf16 resolves AMRE weights near 1/3 to ~0.01 after the encoders: compare clear orderings only.
+    gap = 0.03 if dtype == torch.bfloat16 else 0.0
+    check_model_parity(cfg, random_batch(cfg, 64, seed=5), dtype=dtype, device="cuda", min_weight_gap=gap)

@@ -119,7 +119,8 @@ def test_falls_back_to_the_reference_where_triton_cannot_run(monkeypatch):
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("b, h, lq, lk, dh", [(64, 8, 8, 500, 16), (16, 8, 16, 375, 16), (8, 4, 40, 257, 32),
-                                              (4, 2, 33, 512, 64)])
+                                              (4, 2, 33, 512, 64),
+                                              (8200, 8, 3, 9, 16)])  # B·H > 65535, grid axis 1's limit
 def test_cuda_matches_reference_at_real_sizes(b, h, lq, lk, dh, dtype):
     check_parity(b, h, lq, lk, dh, seed=lk, dtype=dtype, device="cuda")
 
