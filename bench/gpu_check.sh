@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one prepared device check (under 9 minutes on one H100, each step capped): build in place,
+# The one prepared device check (about 8 minutes on one H100 at most: each step is capped): build in place,
 # the CUDA tests, a short CLI training run on the GPU, the CUDA benchmarks, MOSEI-shaped end-to-end
 # timings; a short table last, JSON and logs under $OUT.
 #   device run:  bash bench/gpu_check.sh          (OUT is set by the device tool)
@@ -34,12 +34,12 @@ $PY -c "from prlf_fast import _extension; raise SystemExit(not _extension.has_cu
   || { echo "the extension was built without its CUDA kernels (see $OUT/build.log)"; status=1; }
 
 step "CUDA tests"  # the CPU tests ran in CI; here only those marked cuda
-capped 150 "$OUT/tests.log" $PY -m pytest -q -p no:cacheprovider tests -m cuda --maxfail=20 \
+capped 120 "$OUT/tests.log" $PY -m pytest -q -p no:cacheprovider tests -m cuda --maxfail=20 \
   --junitxml="$OUT/tests.xml"
 
 step "CLI training run on the GPU"
 run_dir=$(mktemp -d)/run   # checkpoints stay out of $OUT; the report and results come back
-capped 60 "$OUT/train.log" $PY -m prlf_fast.cli train --device cuda --epochs 2 --out "$run_dir"
+capped 45 "$OUT/train.log" $PY -m prlf_fast.cli train --device cuda --epochs 2 --out "$run_dir"
 cp "$run_dir"/{results.json,report.md} "$OUT/" 2>/dev/null
 
 # Each benchmark group writes its own JSON, so a group cut at its limit loses only its tail.
@@ -49,12 +49,12 @@ bench() {  # bench NAME LIMIT_S PYTEST_ARGS...
     --benchmark-min-rounds=5 --benchmark-max-time=0.25 --benchmark-json="$OUT/bench_$name.json"
 }
 step "CUDA benchmarks"
-bench ops 45 bench/test_bench_fisher.py bench/test_bench_attention.py
-bench interact 90 bench/test_bench_interact.py
-bench e2e 60 bench/test_bench_e2e.py
+bench ops 40 bench/test_bench_fisher.py bench/test_bench_attention.py
+bench interact 75 bench/test_bench_interact.py
+bench e2e 50 bench/test_bench_e2e.py
 
 step "MOSEI end to end"
-capped 110 "$OUT/e2e_mosei.log" $PY bench/e2e_mosei.py --device cuda --json "$OUT/e2e_mosei.json"
+capped 100 "$OUT/e2e_mosei.log" $PY bench/e2e_mosei.py --device cuda --json "$OUT/e2e_mosei.json"
 
 step "summary"
 results=()
