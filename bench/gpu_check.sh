@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The one prepared device check (about 8 minutes on one H100 at most: each step is capped): build in place,
-# the CUDA tests, a short CLI training run on the GPU, the CUDA benchmarks, MOSEI-shaped end-to-end
-# timings; a short table last, JSON and logs under $OUT.
+# The one prepared device check, about 8 minutes on one H100 at most (each step is capped):
+# build in place, the CUDA tests, a short CLI training run on the GPU, the CUDA benchmarks,
+# MOSEI-shaped end-to-end timings; a short table last, JSON and logs under $OUT.
 #   device run:  bash bench/gpu_check.sh          (OUT is set by the device tool)
 #   elsewhere:   OUT=bench/results/mygpu bash bench/gpu_check.sh
 set -uo pipefail
