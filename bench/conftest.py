@@ -31,5 +31,9 @@ def synced(fn, device):
     return run
 
 
+# Benchmark parameters are strings (pytest-benchmark saves them in its JSON); this maps them.
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
 def devices():
     return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

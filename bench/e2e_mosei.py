@@ -6,9 +6,9 @@ torch.compile of the reference as the peer a user would try first.
 
 Times are wall clock with device synchronisation; each variant trains a fresh model from the same
 seed. The training epoch is the trainer's step (intra-protocol corruption, forward, loss,
-backward, clipping, the trainer's AdamW and schedule) over shuffled batches; the evaluation is the full robustness
-evaluation of `prlf-fast train` (intra protocol at ten rates × three mask seeds, the seven inter
-configurations) on the test split. The JSON is rewritten after every variant, so a run cut short
+backward, clipping, the trainer's AdamW and schedule) over shuffled batches; the evaluation is
+the full robustness evaluation of `prlf-fast train` (intra protocol at ten rates × three mask
+seeds, the seven inter configurations) on the test split. The JSON is rewritten after every variant, so a run cut short
 keeps the variants it finished.
 """
 from __future__ import annotations
@@ -38,7 +38,8 @@ def _sync(device):
 
 def train_epoch(model, forward, split, batch_size, device, amp, max_steps=None):
     steps = len(split) // batch_size if max_steps is None else max_steps
-    opt, schedule = build_optimizer(model, TrainConfig(lr=5e-4), steps)
+    tc = TrainConfig(lr=5e-4)
+    opt, schedule = build_optimizer(model, tc, steps)
     gen = epoch_generator(0, 0, device)
     order = torch.randperm(len(split), device=split.device)
     model.train()
@@ -50,7 +51,7 @@ def train_epoch(model, forward, split, batch_size, device, amp, max_steps=None):
         loss = model.loss(out, batch)["total"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         opt.step()
         schedule.step()
     return steps

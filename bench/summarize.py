@@ -45,8 +45,10 @@ def benchmark_table(benchmarks, markdown=True):
     for name, impl, median, ratio, bandwidth in rows(benchmarks):
         r = f"{ratio:.2f}x" if ratio else "-"
         bw = f"{bandwidth:.1f}" if bandwidth else ""
-        lines.append(f"| {name} | {impl} | {median * 1e3:.3f} | {r} | {bw or '-'} |" if markdown
-                     else f"{name:<55} {impl:<22} {median * 1e3:>10.3f} ms  {r:>8}" + (f"  {bw:>8} GB/s" if bw else ""))
+        if markdown:
+            lines.append(f"| {name} | {impl} | {median * 1e3:.3f} | {r} | {bw or '-'} |")
+        else:
+            lines.append(f"{name:<55} {impl:<22} {median * 1e3:>10.3f} ms  {r:>8}" + (f"  {bw:>8} GB/s" if bw else ""))
     return lines
 
 

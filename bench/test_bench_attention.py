@@ -10,7 +10,7 @@ See docs/kernels.md and BENCHMARKS.md.
 """
 import pytest
 import torch
-from conftest import devices, synced
+from conftest import DTYPES, devices, synced
 
 from prlf_fast import reference
 from prlf_fast.model.layers import MultiHeadAttention
@@ -19,15 +19,12 @@ from prlf_fast.ops import implementation, sdpa_masked_attention
 HEADS, HEAD_DIM, QUERIES, KEYS = 8, 16, 8, 500
 D_MODEL = HEADS * HEAD_DIM
 BATCHES = {"cpu": [64], "cuda": [64, 1024]}
-DTYPES = {"cpu": ["fp32"], "cuda": ["fp32", "bf16"]}  # strings: pytest-benchmark saves the params
-TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def device_params(device):
-    return [(b, dt) for b in BATCHES[device] for dt in DTYPES[device]]
-
-
-CASES = [pytest.param(dev, b, dt, id=f"{dev}-{b}-{dt}") for dev in devices() for b, dt in device_params(dev)]
+PRECISIONS = {"cpu": ["fp32"], "cuda": ["fp32", "bf16"]}
+# The attention core's variants per device: the explicit reference is the CPU baseline, SDPA the
+# CUDA one; Triton runs on CUDA only.
+CORE_VARIANTS = {"cpu": ("reference", "sdpa"), "cuda": ("sdpa", "triton")}
+CASES = [pytest.param(dev, b, dt, id=f"{dev}-{b}-{dt}")
+         for dev in devices() for b in BATCHES[dev] for dt in PRECISIONS[dev]]
 
 
 def key_mask(batch, device, g):
@@ -49,9 +46,9 @@ def core(variant):
 @pytest.mark.parametrize("mode", ["forward", "forward+backward"])
 @pytest.mark.parametrize("device, batch, dtype", CASES)
 def test_masked_pooling(benchmark, device, batch, dtype, mode, variant):
-    if (variant == "triton") != (device == "cuda") and variant != "sdpa":
-        pytest.skip("Triton runs on CUDA; the explicit reference is the CPU baseline only")
-    fn, dtype = core(variant), TORCH_DTYPES[dtype]
+    if variant not in CORE_VARIANTS[device]:
+        pytest.skip(f"{variant} is not measured on {device}")
+    fn, dtype = core(variant), DTYPES[dtype]
     g = torch.Generator(device=device).manual_seed(0)
     q = torch.randn(batch, HEADS, QUERIES, HEAD_DIM, device=device, dtype=dtype, generator=g)
     k, v = (torch.randn(batch, HEADS, KEYS, HEAD_DIM, device=device, dtype=dtype, generator=g) for _ in range(2))
@@ -76,7 +73,7 @@ def test_masked_pooling(benchmark, device, batch, dtype, mode, variant):
 @pytest.mark.parametrize("mode", ["forward", "forward+backward"])
 @pytest.mark.parametrize("device, batch, dtype", CASES)
 def test_encoder_pooling(benchmark, device, batch, dtype, mode, variant):
-    dtype = TORCH_DTYPES[dtype]
+    dtype = DTYPES[dtype]
     torch.manual_seed(0)
     attn = MultiHeadAttention(D_MODEL, HEADS).to(device)
     g = torch.Generator(device=device).manual_seed(0)

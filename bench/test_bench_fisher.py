@@ -8,7 +8,7 @@ the achieved memory bandwidth (bytes of inputs and outputs over the median time)
 """
 import pytest
 import torch
-from conftest import synced
+from conftest import DTYPES, synced
 
 from prlf_fast import _extension, reference
 
@@ -65,14 +65,13 @@ def test_fisher_cpu(benchmark, batch, variant):
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("variant", [pytest.param("extension", marks=needs_op), "torch-ops"])
-@pytest.mark.parametrize("dtype", ["fp32", "bf16"])  # strings: pytest-benchmark saves the params
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 @pytest.mark.parametrize("batch", [64, 1024, 8192])
 def test_fisher_cuda(benchmark, batch, dtype, variant):
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
-    args = head_inputs(batch, "cuda", dtype)
+    args = head_inputs(batch, "cuda", DTYPES[dtype])
     fn = variant_fn(variant)
     fn(*args)
-    benchmark.extra_info.update(batch=batch, dtype=str(dtype), M=M, d=D, d_h=HIDDEN, K=K,
+    benchmark.extra_info.update(batch=batch, dtype=dtype, M=M, d=D, d_h=HIDDEN, K=K,
                                 io_bytes=io_bytes(args))
     confidence, fisher = benchmark(synced(lambda: fn(*args), "cuda"))
     assert confidence.shape == fisher.shape == (batch, M)
