@@ -1,6 +1,8 @@
 """``describe``: a text summary of an MMSA pickle or cache (``prlf-fast data inspect``)."""
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from prlf_fast.config import MODALITIES
@@ -23,6 +25,18 @@ def _stored(raw) -> dict:
     return out
 
 
+SHA_CHUNK = 1 << 20  # bytes read at a time: hashing never holds the file in memory
+
+
+def file_sha256(path) -> str:
+    """Hex SHA-256 of a file's bytes, read in ``SHA_CHUNK`` pieces."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(SHA_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def describe(path, preset: str | None = None) -> str:
     """Splits, keys with stored shapes and dtypes, non-finite counts, valid lengths, label statistics."""
     if is_cache(path):
@@ -34,7 +48,7 @@ def describe(path, preset: str | None = None) -> str:
         raw = safe_load(path)
         stored = _stored(raw)
         splits, nonfinite = prepare_mmsa(raw, path, preset, copy=False)
-        lines = [f"{path}: MMSA pickle"]
+        lines = [f"{path}: MMSA pickle", f"sha256 {file_sha256(path)}"]
     for split in SPLITS:
         tensors = splits[split]
         lines.append(f"split {split}: {len(tensors[LABEL_KEY])} samples")
