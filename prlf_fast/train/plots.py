@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from prlf_fast.config import MODALITIES  # noqa: E402
+from prlf_fast.config import MODALITIES, PRESETS  # noqa: E402
 from prlf_fast.train.atomic import atomic_path  # noqa: E402
 
 DPI = 110
@@ -24,7 +24,6 @@ LETTERS = {"text": "l", "audio": "a", "vision": "v"}
 SERIES_COLORS = ("tab:blue", "tab:orange")
 SINGLE_COLOR = "tab:purple"
 SERIES_NAMES = {"Has0": "Has0 (y ≥ 0 vs < 0)", "Non0": "Non0 (y = 0 left out)"}
-LABEL_RANGE = {"sims": "[−1, 1]"}  # MOSI/MOSEI: [−3, 3]
 
 
 def y_label(title: str, pct: bool, dataset: str) -> str:
@@ -32,7 +31,8 @@ def y_label(title: str, pct: bool, dataset: str) -> str:
     if pct:
         return f"{title} (%)"
     if title == "MAE":
-        return f"MAE (label scale {LABEL_RANGE.get(dataset, '[−3, 3]')})"
+        span = PRESETS[dataset]["label_range"]
+        return f"MAE (label scale [−{span:g}, {span:g}])"
     return "Pearson r" if title == "Corr" else title
 
 
