@@ -1,5 +1,7 @@
-"""DistributedDataParallel: two gloo processes on CPU (launched with torchrun) train to the same
-parameters as one process on the same global batches."""
+"""DistributedDataParallel, as docs/training.md states it: with dropout 0 and every sample keeping
+every modality, two gloo processes on CPU (launched with torchrun) train to the parameters of one
+process on the same global batches; with dropout, each rank draws its own dropout masks, so they
+do not."""
 import os
 import shutil
 import signal
@@ -62,3 +64,11 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
     assert max_model_diff(other, one) > 1e-3
     # Only rank 0 wrote: one log line per epoch.
     assert (tmp_path / "ddp" / "train.log").read_text().count("epoch 2/2") == 1
+
+
+@pytest.mark.slow
+def test_with_dropout_ranks_draw_other_masks(tmp_path):
+    dropout = ("--set", "dropout=0.1")
+    two, _ = run(2, tmp_path / "ddp", extra=dropout)
+    one, _ = run(0, tmp_path / "single", extra=dropout)
+    assert max_model_diff(two, one) > 1e-4  # 5× the tolerance above: not float rounding
