@@ -130,8 +130,18 @@ def _numeric(value, source, split, key) -> np.ndarray:
     return arr
 
 
-def _count_nonfinite(t: torch.Tensor) -> int:
-    return sum(int((~torch.isfinite(chunk)).sum()) for chunk in t.view(-1).split(_CHUNK))
+def _fix_nonfinite(arr: np.ndarray, write: bool) -> int:
+    """Count the non-finite values of a C-contiguous float array, chunk by chunk (numpy's
+    ``isfinite`` is ~20× faster than torch's on the CPU); with ``write``, set them to 0."""
+    count, flat = 0, arr.reshape(-1)
+    for start in range(0, flat.size, _CHUNK):
+        chunk = flat[start:start + _CHUNK]
+        finite = np.isfinite(chunk)
+        n = chunk.size - int(np.count_nonzero(finite))
+        if n and write:
+            np.copyto(chunk, 0, where=~finite)
+        count += n
+    return count
 
 
 def _float32_tensor(arr: np.ndarray, shared: list | None) -> tuple[torch.Tensor, int]:
@@ -142,25 +152,11 @@ def _float32_tensor(arr: np.ndarray, shared: list | None) -> tuple[torch.Tensor,
     if shared is not None and arr.dtype == np.float32 and arr.flags.c_contiguous and arr.flags.writeable:
         start = arr.__array_interface__["data"][0]
         end = start + arr.nbytes
-        if not any(a < end and start < b for a, b in shared):
-            t = torch.from_numpy(arr)
-            if not _count_nonfinite(t):
-                shared.append((start, end))
-                return t, 0
-    t = torch.from_numpy(np.array(arr, dtype=np.float32, order="C"))
-    return t, sanitise_(t)
-
-
-def sanitise_(t: torch.Tensor) -> int:
-    """Replace non-finite values of a contiguous float tensor by 0 in place; return their count."""
-    count = 0
-    for chunk in t.view(-1).split(_CHUNK):
-        bad = ~torch.isfinite(chunk)
-        n = int(bad.sum())
-        if n:
-            chunk.masked_fill_(bad, 0.0)
-            count += n
-    return count
+        if not any(a < end and start < b for a, b in shared) and not _fix_nonfinite(arr, write=False):
+            shared.append((start, end))
+            return torch.from_numpy(arr), 0
+    arr = np.array(arr, dtype=np.float32, order="C")
+    return torch.from_numpy(arr), _fix_nonfinite(arr, write=True)
 
 
 def _row_mask(x: torch.Tensor) -> torch.Tensor:

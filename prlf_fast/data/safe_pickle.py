@@ -139,10 +139,6 @@ class _Machine:
         self._budget, self._used = BUDGET_FACTOR * size + BUDGET_FLOOR, 0
         self.stack, self.marks, self.memo = [], [], {}
         self._depth, self._open, self._dtypes = {}, {}, {}
-        self._calls = {RECONSTRUCT: self._reconstruct, SCALAR: self._scalar, FROMBUFFER: self._frombuffer,
-                       DTYPE: self._dtype, SET: self._set, FROZENSET: self._set, COMPLEX: self._complex,
-                       BYTEARRAY: self._bytearray, ORDERED_DICT: self._ordered_dict, ENCODE: self._encode}
-        self._ops = {ord(code): handler for code, handler in self._handlers().items()}
 
     # ------------------------------------------------------------------ reading and bookkeeping
     def _charge(self, n: int) -> None:
@@ -265,7 +261,8 @@ class _Machine:
         return h
 
     def load(self):
-        read, ops = self._file.read, self._ops
+        # a local table of handlers (bound to self): no reference cycle keeps the memo alive
+        read, ops = self._file.read, {ord(code): handler for code, handler in self._handlers().items()}
         while True:
             code = read(1)
             if not code:
@@ -431,11 +428,11 @@ class _Machine:
             raise _Corrupt(f"call arguments are a {_kind(args)}, not a tuple")
         if func is NDARRAY:
             _refuse("numpy.ndarray(...) called directly allocates an array from a bare number")
-        if not isinstance(func, _Global) or func not in self._calls:
+        if not isinstance(func, _Global) or func not in _CALLS:
             _refuse(f"a call of a {_kind(func)}")
         for arg in args:
             self._use(arg)
-        return self._calls[func](*args)
+        return _CALLS[func](self, *args)
 
     # ------------------------------------------------------------------ the admitted calls
     def _reconstruct(self, subtype=None, shape=None, code=None, *extra):
@@ -563,6 +560,11 @@ class _Machine:
         self._charge(cost)
         array.__setstate__(state)
         self._made(array, depth)
+
+
+_CALLS = {RECONSTRUCT: _Machine._reconstruct, SCALAR: _Machine._scalar, FROMBUFFER: _Machine._frombuffer,
+          DTYPE: _Machine._dtype, SET: _Machine._set, FROZENSET: _Machine._set, COMPLEX: _Machine._complex,
+          BYTEARRAY: _Machine._bytearray, ORDERED_DICT: _Machine._ordered_dict, ENCODE: _Machine._encode}
 
 
 def _brief(exc: BaseException) -> str:
