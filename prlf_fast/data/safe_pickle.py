@@ -155,7 +155,9 @@ class _Machine:
         return n
 
     def _read(self, n: int) -> bytes:
-        data = self._file.read(self._length(n))
+        if n < 0 or n > self._left:
+            raise _Corrupt(f"a length of {n} bytes runs past the end of the file")
+        data = self._file.read(n)
         if len(data) != n:
             raise _Corrupt("the file ended early")
         self._left -= n
@@ -240,7 +242,7 @@ class _Machine:
             b"S": self._string, b"T": lambda: self._text(self._unpack("<i"), "latin1"),
             b"U": lambda: self._text(self._unpack("<B"), "latin1"),
             b"V": lambda: self._push(_decode(self._readline(), "raw-unicode-escape"), 80),
-            b"X": lambda: self._text(self._unpack("<I"), "utf-8"), b"\x8c": lambda: self._text(self._unpack("<B"), "utf-8"),
+            b"X": lambda: self._text(self._unpack("<I"), "utf-8"), b"\x8c": self._short_text,
             b"\x8d": lambda: self._text(self._unpack("<Q"), "utf-8"),
             b"B": lambda: self._bytes(self._unpack("<I")), b"C": lambda: self._bytes(self._unpack("<B")),
             b"\x8e": lambda: self._bytes(self._unpack("<Q")), b"\x96": self._bytearray8,
@@ -254,7 +256,7 @@ class _Machine:
             b"g": lambda: self._get(int(self._readline())), b"h": lambda: self._get(self._unpack("<B")),
             b"j": lambda: self._get(self._unpack("<I")),
             b"p": lambda: self._put(int(self._readline())), b"q": lambda: self._put(self._unpack("<B")),
-            b"r": lambda: self._put(self._unpack("<I")), b"\x94": lambda: self._put(len(self.memo)),
+            b"r": lambda: self._put(self._unpack("<I")), b"\x94": self._memoize,
             b"c": self._global, b"\x93": self._stack_global,
             b"R": self._reduce, b"\x81": self._newobj, b"b": self._build,
         })
@@ -315,9 +317,12 @@ class _Machine:
         self._push(_decode(codecs.escape_decode(line[1:-1])[0], "latin1"), 80 + len(line))
 
     def _text(self, n: int, encoding: str):
-        self._charge(self._length(n))
         text = _decode(self._read(n), encoding, "surrogatepass" if encoding == "utf-8" else "strict")
-        self._push(text, sys.getsizeof(text))
+        self._charge(n + sys.getsizeof(text) + _LIST_SLOT)
+        self.stack.append(text)
+
+    def _short_text(self):  # SHORT_BINUNICODE, the commonest opcode of object arrays of str
+        self._text(self._read(1)[0], "utf-8")
 
     def _bytes(self, n: int):
         self._charge(self._length(n))
@@ -394,6 +399,12 @@ class _Machine:
         self._charge(_MEMO_ITEM)
         self.memo[key] = self._top()
 
+    def _memoize(self):
+        if not self.stack:
+            raise _Corrupt("stack underflow")
+        self._charge(_MEMO_ITEM)
+        self.memo[len(self.memo)] = self.stack[-1]
+
     def _global(self):
         module, name = _decode(self._readline(), "utf-8"), _decode(self._readline(), "utf-8")
         self._global_token(module, name)
@@ -437,7 +448,7 @@ class _Machine:
     # ------------------------------------------------------------------ the admitted calls
     def _reconstruct(self, subtype=None, shape=None, code=None, *extra):
         if subtype is not NDARRAY or extra:
-            _refuse(f"numpy._reconstruct of a {_kind(subtype)}")
+            _refuse(f"numpy._reconstruct of a {_kind(subtype)} or with {3 + len(extra)} arguments")
         if shape != (0,) or code not in (b"b", "b"):
             _refuse("numpy._reconstruct with a shape other than (0,) allocates an array from a bare number")
         self._charge(_OBJECT)
@@ -474,8 +485,8 @@ class _Machine:
             _refuse(f"numpy._frombuffer of a {_kind(buf)}")
         need = _size(shape) * dtype.itemsize
         if len(buf) != need:
-            _refuse(f"numpy._frombuffer: the buffer holds {len(buf)} bytes, shape {shape} of {dtype} needs "
-                    f"{need} (an array sized from a bare number)")
+            raise _Corrupt(f"numpy._frombuffer's buffer holds {len(buf)} bytes, its shape {shape} of {dtype} "
+                           f"needs {need}")
         self._charge(_OBJECT)
         return self._made(_numpy_objects()[2][0](buf, dtype, shape, order), 1)
 
@@ -547,15 +558,17 @@ class _Machine:
         dtype = self._made_dtype(state[2], "an array state")
         data, n = state[4], _size(shape)
         if dtype.hasobject:
-            if dtype.kind != "O" or type(data) is not list or len(data) != n:
-                _refuse(f"an object array state that holds {len(data) if type(data) is list else 0} items, "
-                        f"its shape {shape} needs {n} (an array sized from a bare number)")
+            if dtype.kind != "O" or type(data) is not list:
+                _refuse(f"an array state of dtype {dtype} with {_kind(data)} data")
+            if len(data) != n:
+                raise _Corrupt(f"an object array's data holds {len(data)} items, its shape {shape} needs {n}")
             depth, cost = self._depth.get(id(data), 1), 8 * n
         else:
-            if type(data) not in (bytes, bytearray, str) or len(data) != n * dtype.itemsize:
-                _refuse(f"an array state that holds {len(data) if type(data) in (bytes, bytearray, str) else 0} "
-                        f"bytes, its shape {shape} of {dtype} needs {n * dtype.itemsize} (an array sized from a "
-                        "bare number)")
+            if type(data) not in (bytes, bytearray, str):
+                _refuse(f"an array state of dtype {dtype} with {_kind(data)} data")
+            if len(data) != n * dtype.itemsize:
+                raise _Corrupt(f"an array's data holds {len(data)} bytes, its shape {shape} of {dtype} "
+                               f"needs {n * dtype.itemsize}")
             depth, cost = 1, n * dtype.itemsize
         self._charge(cost)
         array.__setstate__(state)
