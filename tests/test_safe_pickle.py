@@ -139,6 +139,33 @@ def test_only_arrays_and_plain_numbers_reach_numpy(value):
     assert not _ArrayLike.touched
 
 
+@pytest.mark.parametrize("protocol", range(6))
+def test_admitted_values_load_as_themselves(tmp_path, protocol):
+    import collections
+    extra = [{1, 2}, frozenset({"a", (1, "b")}), complex(1, 2), bytearray(b"ab"), b"xy", "\u00e9\u4e2d",
+             (None, True, False, 2 ** 70, -1.5), collections.OrderedDict(b=1, a=2), np.float32(0.25),
+             np.str_("ab"), np.int64(-3), np.array([[1, 2]], dtype=">i2"), np.array(["x", "yz"]),
+             np.array([b"q"]), np.asfortranarray(np.arange(6.0).reshape(2, 3)), np.array([None, [1], "s"], dtype=object)]
+    blob = pickle.dumps({"extra": extra}, protocol=protocol)
+    raw = safe_load(write(tmp_path, blob))["extra"]
+    assert len(raw) == len(extra)
+    for got, want in zip(raw, pickle.loads(blob)["extra"]):  # what numpy itself makes of them
+        assert type(got) is (dict if isinstance(want, dict) else type(want))
+        if isinstance(want, np.ndarray):
+            assert got.dtype == want.dtype and got.flags.f_contiguous == want.flags.f_contiguous
+            assert got.tolist() == want.tolist()
+        else:
+            assert got == want
+
+
+def test_keys_hash_in_constant_time(tmp_path):
+    """One big tuple, stored once, used as a key 200k times: each SETITEM would hash it again."""
+    big = b"(" + b"N" * 100_000 + b"t\x94"  # MARK, 100k None, TUPLE, MEMOIZE (as 0)
+    path = write(tmp_path, b"\x80\x04}" + big + b"0" + b"h\x00Ns" * 200_000 + b".")
+    with pytest.raises(UnsafePickleError, match="key"):
+        load_mmsa(path)
+
+
 # --- 2. allocation from a number and the budget ----------------------------------------------------
 
 def _long(n: int) -> bytes:

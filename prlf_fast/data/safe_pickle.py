@@ -117,6 +117,10 @@ def _size(shape: tuple) -> int:
     return n
 
 
+def _small_key(key) -> bool:
+    return type(key) in (str, bytes, float, bool, type(None)) or (type(key) is int and key.bit_length() <= 64)
+
+
 def _bound(depth: int) -> None:
     if depth > MAX_NESTING:
         raise DataError(f"containers are nested deeper than {MAX_NESTING} levels (MMSA files nest 3 deep)")
@@ -155,9 +159,7 @@ class _Machine:
         return n
 
     def _read(self, n: int) -> bytes:
-        if n < 0 or n > self._left:
-            raise _Corrupt(f"a length of {n} bytes runs past the end of the file")
-        data = self._file.read(n)
+        data = self._file.read(self._length(n))
         if len(data) != n:
             raise _Corrupt("the file ended early")
         self._left -= n
@@ -205,6 +207,7 @@ class _Machine:
         """Register a new container (``depth`` = 1 + its deepest item); ``fillable`` ones may
         still be filled (lists, dicts, sets) or take state (arrays)."""
         _bound(depth)
+        self._charge(_DICT_ITEM)
         self._depth[id(container)] = depth
         if fillable:
             self._open[id(container)] = container
@@ -221,8 +224,23 @@ class _Machine:
 
     def _deepen(self, target, items) -> None:
         depth = 1 + max(map(self._use, items), default=0)
+        _bound(depth)
         if depth > self._depth[id(target)]:
-            self._made(target, depth, fillable=True)
+            self._depth[id(target)] = depth
+
+    @staticmethod
+    def _keys(keys) -> None:
+        """Dict keys and set items are str, bytes, small numbers, None or short tuples of them:
+        each hashes in O(1) (str and bytes cache their hash), so no file can make the load hash one
+        big object over and over."""
+        for key in keys:
+            if type(key) is tuple and len(key) <= 32:
+                if all(map(_small_key, key)):
+                    continue
+            elif _small_key(key):
+                continue
+            _refuse(f"a dict key or set item that is a {_kind(key)} other than str, bytes, a number "
+                    "or a short tuple of them")
 
     # ------------------------------------------------------------------ the opcodes
     def _handlers(self) -> dict:
@@ -300,14 +318,14 @@ class _Machine:
 
     def _int(self):
         line = self._readline()
-        self._push({b"00": False, b"01": True}.get(line) if line in (b"00", b"01") else int(line), 32)
+        value = {b"00": False, b"01": True}.get(line)  # protocol 0 writes booleans as INT 00/01
+        self._push(int(line) if value is None else value, 32)
 
     def _long(self):
         line = self._readline()
         self._push(int(line[:-1] if line.endswith(b"L") else line), 32)
 
     def _long_bytes(self, n: int):
-        self._length(n)
         self._push(int.from_bytes(self._read(n), "little", signed=True), 32 + n)
 
     def _string(self):
@@ -356,9 +374,10 @@ class _Machine:
         self._setitems(items)
 
     def _new_set(self, items: list, kind: type):
-        self._charge(_OBJECT + 2 * _OBJECT + _DICT_ITEM * len(items))
+        self._charge(2 * _OBJECT + _DICT_ITEM * len(items))
         depth = 1 + max(map(self._use, items), default=0)
-        _bound(depth)  # before anything is hashed
+        _bound(depth)
+        self._keys(items)
         self._push(self._made(kind(items), depth, fillable=kind is set))
 
     def _append(self, items: list):
@@ -377,7 +396,8 @@ class _Machine:
             raise _Corrupt("SETITEMS with an odd number of items")
         target = self._fill(dict, "SETITEM")
         self._charge(_DICT_ITEM * len(items) // 2)
-        self._deepen(target, items)  # before any key is hashed
+        self._deepen(target, items)
+        self._keys(items[::2])
         for i in range(0, len(items), 2):
             target[items[i]] = items[i + 1]
 
@@ -386,6 +406,7 @@ class _Machine:
         target = self._fill(set, "ADDITEMS")
         self._charge(_DICT_ITEM * len(items))
         self._deepen(target, items)
+        self._keys(items)
         target.update(items)
 
     def _get(self, key: int):
@@ -511,20 +532,25 @@ class _Machine:
         self._charge(32)
         return complex(*parts)
 
-    def _set(self, items=(), *extra):
+    def _set(self, items=(), *extra, kind=set):
         if type(items) not in (list, tuple, set, frozenset) or extra:
-            _refuse(f"a set of a {_kind(items)}")
+            _refuse(f"a {kind.__name__} of a {_kind(items)}")
         self._charge(2 * _OBJECT + _DICT_ITEM * len(items))
-        return self._made(set(items), self._depth.get(id(items), 1), fillable=True)
+        self._keys(items)
+        return self._made(kind(items), self._depth.get(id(items), 1), fillable=kind is set)
+
+    def _frozenset(self, *args):
+        return self._set(*args, kind=frozenset)
 
     def _ordered_dict(self, pairs=(), *extra):
         """``OrderedDict()`` (filled by SETITEMS) or Python 2's ``OrderedDict([[k, v], ...])``: a dict."""
         if type(pairs) not in (list, tuple) or extra or not all(type(p) in (list, tuple) and len(p) == 2 for p in pairs):
             _refuse(f"collections.OrderedDict of a {_kind(pairs)}")
         self._charge(_OBJECT + _DICT_ITEM * len(pairs))
+        self._keys(pair[0] for pair in pairs)
         out = self._made({}, 1, fillable=True)
         if pairs:
-            self._made(out, max(1, self._depth.get(id(pairs), 1) - 1), fillable=True)
+            self._depth[id(out)] = max(1, self._depth.get(id(pairs), 1) - 1)
             out.update(pairs)
         return out
 
@@ -576,7 +602,7 @@ class _Machine:
 
 
 _CALLS = {RECONSTRUCT: _Machine._reconstruct, SCALAR: _Machine._scalar, FROMBUFFER: _Machine._frombuffer,
-          DTYPE: _Machine._dtype, SET: _Machine._set, FROZENSET: _Machine._set, COMPLEX: _Machine._complex,
+          DTYPE: _Machine._dtype, SET: _Machine._set, FROZENSET: _Machine._frozenset, COMPLEX: _Machine._complex,
           BYTEARRAY: _Machine._bytearray, ORDERED_DICT: _Machine._ordered_dict, ENCODE: _Machine._encode}
 
 
