@@ -30,6 +30,16 @@ def write(tmp_path, blob: bytes, name="hostile.pkl") -> str:
     return str(path)
 
 
+def assert_refused(tmp_path, blob: bytes, error, match: str) -> None:
+    """Loading ``blob`` raises ``error`` matching ``match``, with the file named in the message."""
+    path = write(tmp_path, blob)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NonFiniteWarning)
+        with pytest.raises(error, match=match) as info:
+            load_mmsa(path)
+    assert path in str(info.value)
+
+
 def isolated_cli(*argv):
     """Run ``prlf-fast ARGV`` in a child process: (exit status, stderr, peak RSS in MiB)."""
     proc = subprocess.Popen([sys.executable, "-m", "prlf_fast.cli", *argv], stdout=subprocess.DEVNULL,
@@ -97,10 +107,7 @@ BUILT_ARRAY = ops(np.zeros(2, np.float32))
 ], ids=["ordered_dict", "list", "set", "bytearray", "scalar", "class", "array_twice", "dtype_twice",
         "slots", "used_array", "frombuffer_array"])
 def test_state_only_on_fresh_numpy_arrays_and_dtypes(tmp_path, target):
-    path = write(tmp_path, splice(tiny_mmsa(), train__id=target))
-    with pytest.raises(UnsafePickleError, match=r"state") as info:
-        load_quiet(path)
-    assert path in str(info.value)
+    assert_refused(tmp_path, splice(tiny_mmsa(), train__id=target), UnsafePickleError, "state")
 
 
 def test_ordered_dicts_become_plain_dicts(tmp_path):
@@ -161,9 +168,7 @@ def test_admitted_values_load_as_themselves(tmp_path, protocol):
 def test_keys_hash_in_constant_time(tmp_path):
     """One big tuple, stored once, used as a key 200k times: each SETITEM would hash it again."""
     big = b"(" + b"N" * 100_000 + b"t\x94"  # MARK, 100k None, TUPLE, MEMOIZE (as 0)
-    path = write(tmp_path, b"\x80\x04}" + big + b"0" + b"h\x00Ns" * 200_000 + b".")
-    with pytest.raises(UnsafePickleError, match="key"):
-        load_mmsa(path)
+    assert_refused(tmp_path, b"\x80\x04}" + big + b"0" + b"h\x00Ns" * 200_000 + b".", UnsafePickleError, "key")
 
 
 # --- 2. allocation from a number and the budget ----------------------------------------------------
@@ -193,10 +198,7 @@ def _long(n: int) -> bytes:
         "build_object_shape", "frombuffer_shape", "memo_index", "bytes_length",
         "bytearray_length", "frame_length"])
 def test_allocation_from_a_number_is_refused(tmp_path, blob, message):
-    path = write(tmp_path, blob)
-    with pytest.raises(DataError, match=message) as info:
-        load_mmsa(path)
-    assert path in str(info.value)
+    assert_refused(tmp_path, blob, DataError, message)
 
 
 @pytest.mark.slow
@@ -213,11 +215,9 @@ def test_bytearray_from_a_number_touches_no_memory(tmp_path):
 def test_budget_bounds_what_a_small_file_allocates(tmp_path):
     """Each byte of this file (EMPTY_SET) costs ~224 bytes of memory, far above the budget."""
     n = 200_000
-    path = write(tmp_path, b"\x80\x04(" + b"\x8f" * n + b"l.")
     assert 224 * n > BUDGET_FACTOR * (n + 5) + BUDGET_FLOOR
-    with pytest.raises(DataError, match=rf"memory budget of \d+ MiB \({BUDGET_FACTOR}× the file's size") as info:
-        load_mmsa(path)
-    assert path in str(info.value)
+    assert_refused(tmp_path, b"\x80\x04(" + b"\x8f" * n + b"l.", DataError,
+                   rf"memory budget of \d+ MiB \({BUDGET_FACTOR}× the file's size")
 
 
 # --- 3. nesting --------------------------------------------------------------------------------
@@ -240,19 +240,15 @@ def test_deep_tuple_key_does_not_crash(tmp_path):
     b"(" * 10 ** 4 + b"N" + b"0" * 10 ** 4,  # marks alone (POP_MARK... as POPs of empty stacks)
 ], ids=["lists", "dicts", "mark_tuples", "mark_lists", "marks"])
 def test_deep_nesting_is_refused_naming_the_file(tmp_path, value):
-    path = write(tmp_path, splice(tiny_mmsa(), train__audio_lengths=value))
-    with pytest.raises(DataError, match=rf"nested deeper than {MAX_NESTING}") as info:
-        load_mmsa(path)
-    assert path in str(info.value)
+    assert_refused(tmp_path, splice(tiny_mmsa(), train__audio_lengths=value), DataError,
+                   f"nested deeper than {MAX_NESTING}")
 
 
 def test_lists_nested_a_million_deep(tmp_path):
     """numpy raised a bare ValueError naming no file. A million empty lists also exceed the
     memory budget (each costs 64 bytes for one byte of file), which may be what reports it."""
-    path = write(tmp_path, splice(tiny_mmsa(), train__audio_lengths=deep_list(10 ** 6)))
-    with pytest.raises(DataError, match=rf"nested deeper than {MAX_NESTING}|memory budget") as info:
-        load_mmsa(path)
-    assert path in str(info.value)
+    assert_refused(tmp_path, splice(tiny_mmsa(), train__audio_lengths=deep_list(10 ** 6)), DataError,
+                   f"nested deeper than {MAX_NESTING}|memory budget")
 
 
 def test_nesting_bound_is_exact(tmp_path):
@@ -327,14 +323,20 @@ def test_numpy_objects_under_any_numpy_path(tmp_path):
 
 # --- 5. aliasing ----------------------------------------------------------------------------------
 
-def test_valid_and_test_the_same_dict(tmp_path):
-    data = tiny_mmsa(sizes=(3, 2, 2))
-    data["test"] = data["valid"]
+def load_warning(tmp_path, data):
+    """load_mmsa of ``data`` pickled: (splits, the one NonFiniteWarning's message)."""
     path = write(tmp_path, pickle.dumps(data, protocol=4))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out = load_mmsa(path)
     (message,) = [str(w.message) for w in caught if issubclass(w.category, NonFiniteWarning)]
+    return out, message
+
+
+def test_valid_and_test_the_same_dict(tmp_path):
+    data = tiny_mmsa(sizes=(3, 2, 2))
+    data["test"] = data["valid"]
+    out, message = load_warning(tmp_path, data)
     assert "valid/audio: 1" in message and "test/audio: 1" in message and "replaced 3 " in message
     for key, value in out["valid"].items():
         assert torch.equal(value, out["test"][key])
@@ -345,11 +347,7 @@ def test_array_shared_by_two_splits(tmp_path):
     data = tiny_mmsa(sizes=(3, 2, 3))
     data["test"]["audio"] = data["train"]["audio"]  # float32, one −inf
     data["test"]["text"] = data["train"]["text"]  # float32, finite: shared without copy, once
-    path = write(tmp_path, pickle.dumps(data, protocol=4))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        out = load_mmsa(path)
-    (message,) = [str(w.message) for w in caught if issubclass(w.category, NonFiniteWarning)]
+    out, message = load_warning(tmp_path, data)
     assert "train/audio: 1" in message and "test/audio: 1" in message and "replaced 3 " in message
     expected = np.nan_to_num(data["train"]["audio"], neginf=0)
     for split in ("train", "test"):
