@@ -165,6 +165,13 @@ def test_admitted_values_load_as_themselves(tmp_path, protocol):
             assert got == want
 
 
+@pytest.mark.parametrize("blob", [b"]2a", b"}\x94K\x00h\x00s", b"\x8f\x94(h\x00\x90"],
+                         ids=["list", "dict", "set"])
+def test_no_container_holds_itself(tmp_path, blob):
+    """DUP or GET of a container, then inserting it into itself: refused (no cycles)."""
+    assert_refused(tmp_path, b"\x80\x04" + blob + b".", UnsafePickleError, "into itself")
+
+
 def test_keys_hash_in_constant_time(tmp_path):
     """One big tuple, stored once, used as a key 200k times: each SETITEM would hash it again."""
     big = b"(" + b"N" * 100_000 + b"t\x94"  # MARK, 100k None, TUPLE, MEMOIZE (as 0)
@@ -293,6 +300,19 @@ def test_numpy_116_module_paths_load(tmp_path):
     raw = safe_load(path)
     assert raw["scale"] == 0.5 and type(raw["scale"]) is np.float64
     np.testing.assert_array_equal(load_quiet(path)["test"]["text"].numpy(), data["test"]["text"])
+
+
+def test_python2_pickles_load(tmp_path):
+    """Python 2 wrote str data (SHORT_BINSTRING), ``__builtin__`` and ``OrderedDict([[k, v]])``."""
+    data = np.arange(3, dtype=np.float32).tobytes()
+    array = (b"cnumpy.core.multiarray\n_reconstruct\nq\x01cnumpy\nndarray\nq\x02K\x00\x85U\x01b\x87Rq\x03"
+             b"(K\x01K\x03\x85cnumpy\ndtype\nq\x04U\x02f4K\x00K\x01\x87R(K\x03U\x01<NNNJ\xff\xff\xff\xff"
+             b"J\xff\xff\xff\xffK\x00tb\x89U\x0c" + data + b"tb")
+    blob = (b"\x80\x02}(U\x01a" + array + b"U\x01occollections\nOrderedDict\n](](U\x01kK\x01ee\x85R"
+            b"U\x01sc__builtin__\nset\n](K\x01e\x85Ru.")
+    raw = safe_load(write(tmp_path, blob))
+    np.testing.assert_array_equal(raw["a"], np.arange(3, dtype=np.float32))
+    assert raw["o"] == {"k": 1} and type(raw["o"]) is dict and raw["s"] == {1}
 
 
 def test_modules_outside_numpy_are_never_imported(tmp_path, monkeypatch):

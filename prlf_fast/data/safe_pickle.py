@@ -224,6 +224,8 @@ class _Machine:
 
     def _deepen(self, target, items) -> None:
         depth = 1 + max(map(self._use, items), default=0)
+        if id(target) not in self._open:  # closed by _use: it was one of the items
+            _refuse(f"a {_kind(target)} placed into itself")
         _bound(depth)
         if depth > self._depth[id(target)]:
             self._depth[id(target)] = depth
