@@ -65,7 +65,7 @@ def mutated(draw) -> bytes:
     return bytes(blob)
 
 
-_WRITES = {"watch": None, "seen": []}
+_WRITES = {"watch": None, "seen": [], "hooked": False}
 
 
 def _audit(event, args):
@@ -88,7 +88,13 @@ def _audit(event, args):
             _WRITES["seen"].append((event, path))
 
 
-sys.addaudithook(_audit)
+
+
+def _hook():
+    """Install the audit hook once, when first needed (audit hooks stay for the process)."""
+    if not _WRITES["hooked"]:
+        sys.addaudithook(_audit)
+        _WRITES["hooked"] = True
 
 
 def _hang(signum, frame):
@@ -100,6 +106,7 @@ def _hang(signum, frame):
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(blob=mutated())
 def test_mutated_pickles_load_or_fail_cleanly(blob):
+    _hook()
     with tempfile.TemporaryDirectory() as tmp:
         root = os.path.realpath(tmp)
         path = os.path.join(root, "fuzz.pkl")
@@ -124,6 +131,21 @@ def test_mutated_pickles_load_or_fail_cleanly(blob):
             signal.alarm(0)
             signal.signal(signal.SIGALRM, previous)
         assert not _WRITES["seen"], _WRITES["seen"]
+
+
+def test_write_watch_sees_writes(tmp_path):
+    """The watch the fuzz test relies on reports a write outside the folder, and only that."""
+    _hook()
+    (tmp_path / "inside").mkdir()
+    _WRITES["watch"], _WRITES["seen"] = str(tmp_path / "inside"), []
+    try:
+        (tmp_path / "inside" / "ok").write_text("x")
+        (tmp_path / "outside").write_text("x")
+        os.close(os.open(tmp_path / "outside2", os.O_WRONLY | os.O_CREAT))
+        (tmp_path / "outside").read_text()
+    finally:
+        _WRITES["watch"] = None
+    assert [p for _, p in _WRITES["seen"]] == [str(tmp_path / "outside"), str(tmp_path / "outside2")]
 
 
 def test_seeds_load():
