@@ -152,7 +152,8 @@ def test_admitted_values_load_as_themselves(tmp_path, protocol):
     extra = [{1, 2}, frozenset({"a", (1, "b")}), complex(1, 2), bytearray(b"ab"), b"xy", "\u00e9\u4e2d",
              (None, True, False, 2 ** 70, -1.5), collections.OrderedDict(b=1, a=2), np.float32(0.25),
              np.str_("ab"), np.int64(-3), np.array([[1, 2]], dtype=">i2"), np.array(["x", "yz"]),
-             np.array([b"q"]), np.asfortranarray(np.arange(6.0).reshape(2, 3)), np.array([None, [1], "s"], dtype=object)]
+             np.array([b"q"]), np.asfortranarray(np.arange(6.0).reshape(2, 3)),
+             np.array([None, [1], "s"], dtype=object)]
     blob = pickle.dumps({"extra": extra}, protocol=protocol)
     raw = safe_load(write(tmp_path, blob))["extra"]
     assert len(raw) == len(extra)

@@ -63,16 +63,12 @@ SET, FROZENSET, COMPLEX, BYTEARRAY, ORDERED_DICT, ENCODE = (_Global(n) for n in 
     "set", "frozenset", "complex", "bytearray", "collections.OrderedDict", "_codecs.encode"))
 _BUILTINS = {("collections", "OrderedDict"): ORDERED_DICT, ("_codecs", "encode"): ENCODE,
              **{(m, g.name): g for m in ("builtins", "__builtin__") for g in (SET, FROZENSET, COMPLEX, BYTEARRAY)}}
-_NUMPY = None  # [(object, token)], filled on first use
-
-
-def _numpy_objects():
-    """numpy's reconstructors, taken from what numpy's own pickles call (no module path needed)."""
-    global _NUMPY
-    if _NUMPY is None:
-        _NUMPY = [(np.empty(0).__reduce__()[0], RECONSTRUCT), (np.float64(0).__reduce__()[0], SCALAR),
-                  (np.empty(0).__reduce_ex__(5)[0], FROMBUFFER), (np.ndarray, NDARRAY), (np.dtype, DTYPE)]
-    return _NUMPY
+# numpy's reconstructors, taken from what numpy's own pickles call (no module path needed)
+_reconstruct = np.empty(0).__reduce__()[0]
+_scalar = np.float64(0).__reduce__()[0]
+_frombuffer = np.empty(0).__reduce_ex__(5)[0]
+_NUMPY = ((_reconstruct, RECONSTRUCT), (_scalar, SCALAR), (_frombuffer, FROMBUFFER), (np.ndarray, NDARRAY),
+          (np.dtype, DTYPE))
 
 
 def resolve(module: str, name: str) -> _Global | None:
@@ -89,7 +85,7 @@ def resolve(module: str, name: str) -> _Global | None:
     for spelling in spellings:
         found = sys.modules.get(spelling)
         obj = vars(found).get(name) if isinstance(found, types.ModuleType) else None
-        for admitted, token in _numpy_objects():
+        for admitted, token in _NUMPY:
             if obj is admitted:
                 return token
     return None
@@ -254,11 +250,13 @@ class _Machine:
         number = lambda fmt: lambda: self._push(self._unpack(fmt), 32)  # noqa: E731
         h.update({
             b"\x80": self._proto, b"\x95": self._frame,
-            b"(": self._mark, b"0": self._pop_or_mark, b"1": lambda: self._pop_mark() and None, b"2": lambda: self._push(self._top()),
+            b"(": self._mark, b"0": self._pop_or_mark, b"1": lambda: self._pop_mark() and None,
+            b"2": lambda: self._push(self._top()),
             b"N": lambda: self._push(None), b"\x88": lambda: self._push(True), b"\x89": lambda: self._push(False),
             b"I": self._int, b"L": self._long, b"F": lambda: self._push(float(self._readline()), 24),
             b"J": number("<i"), b"K": number("<B"), b"M": number("<H"), b"G": number(">d"),
-            b"\x8a": lambda: self._long_bytes(self._unpack("<B")), b"\x8b": lambda: self._long_bytes(self._unpack("<i")),
+            b"\x8a": lambda: self._long_bytes(self._unpack("<B")),
+            b"\x8b": lambda: self._long_bytes(self._unpack("<i")),
             b"S": self._string, b"T": lambda: self._text(self._unpack("<i"), "latin1"),
             b"U": lambda: self._text(self._unpack("<B"), "latin1"),
             b"V": lambda: self._push(_decode(self._readline(), "raw-unicode-escape"), 80),
@@ -475,7 +473,7 @@ class _Machine:
         if shape != (0,) or code not in (b"b", "b"):
             _refuse("numpy._reconstruct with a shape other than (0,) allocates an array from a bare number")
         self._charge(_OBJECT)
-        return self._made(_numpy_objects()[0][0](np.ndarray, (0,), b"b"), 1, fillable=True)
+        return self._made(_reconstruct(np.ndarray, (0,), b"b"), 1, fillable=True)
 
     def _dtype(self, code=None, align=False, copy=False, *extra):
         if (type(code) is not str or not _DTYPE_CODE.fullmatch(code) or align not in (0, False)
@@ -499,7 +497,7 @@ class _Machine:
         if extra or type(data) not in (bytes, str) or len(data) != dtype.itemsize:
             _refuse(f"numpy.scalar of {dtype} from {_kind(data)} data of the wrong size")
         self._charge(_OBJECT + dtype.itemsize)
-        return _numpy_objects()[1][0](dtype, data)
+        return _scalar(dtype, data)
 
     def _frombuffer(self, buf=None, dtype=None, shape=None, order=None, *extra):
         self._made_dtype(dtype, "numpy._frombuffer", numeric=True)
@@ -511,7 +509,7 @@ class _Machine:
             raise _Corrupt(f"numpy._frombuffer's buffer holds {len(buf)} bytes, its shape {shape} of {dtype} "
                            f"needs {need}")
         self._charge(_OBJECT)
-        return self._made(_numpy_objects()[2][0](buf, dtype, shape, order), 1)
+        return self._made(_frombuffer(buf, dtype, shape, order), 1)
 
     def _encode(self, text=None, encoding=None, *extra):
         if type(text) is not str or encoding not in _LATIN1 or extra:
@@ -546,7 +544,8 @@ class _Machine:
 
     def _ordered_dict(self, pairs=(), *extra):
         """``OrderedDict()`` (filled by SETITEMS) or Python 2's ``OrderedDict([[k, v], ...])``: a dict."""
-        if type(pairs) not in (list, tuple) or extra or not all(type(p) in (list, tuple) and len(p) == 2 for p in pairs):
+        if (type(pairs) not in (list, tuple) or extra
+                or not all(type(p) in (list, tuple) and len(p) == 2 for p in pairs)):
             _refuse(f"collections.OrderedDict of a {_kind(pairs)}")
         self._charge(_OBJECT + _DICT_ITEM * len(pairs))
         self._keys(pair[0] for pair in pairs)
@@ -581,7 +580,8 @@ class _Machine:
 
     def _build_array(self, array, state):
         if type(state) is not tuple or len(state) != 5 or state[0] != 1 or state[3] not in (0, 1):
-            _refuse(f"BUILD sets a {_kind(state)} that is not numpy's state (1, shape, dtype, fortran, data) on an array")
+            _refuse(f"BUILD sets a {_kind(state)} that is not numpy's state (1, shape, dtype, fortran, data) "
+                    "on an array")
         shape = _shape(state[1], "an array state")
         dtype = self._made_dtype(state[2], "an array state")
         data, n = state[4], _size(shape)
