@@ -220,3 +220,28 @@ def test_numpy1_module_names_load_without_deprecation(tmp_path):
         warnings.simplefilter("ignore", NonFiniteWarning)
         out = load_mmsa(str(tmp_path / "old.pkl"))
     np.testing.assert_array_equal(out["valid"]["vision"].numpy(), data["valid"]["vision"])
+
+
+def test_zero_feature_size_is_refused(tmp_path):
+    """(N, L, 0) features hold no bytes, so N × L would size the masks from bare numbers."""
+    def flat(d):
+        for split in d.values():  # bool masks of N × 10⁹ (GBs) from a file of a few MB
+            split["vision"] = np.zeros((len(split["vision"]), 10 ** 9, 0), np.float32)
+            del split["vision_lengths"]
+    with pytest.raises(DataError, match=r"bad\.pkl: split 'train' key 'vision': expected shape \(N, L, d\) "
+                                        r"with d ≥ 1, found \(4, 1000000000, 0\)"):
+        load_mmsa(_broken(tmp_path, flat))
+
+
+def test_empty_splits_allocate_nothing_from_their_lengths(tmp_path, capsys):
+    """With N = 0 a length L costs no memory in the file: masks must not be sized by L alone."""
+    long = 10 ** 12
+    data = {s: {"text": np.zeros((0, 4, 6), np.float32), "audio": np.zeros((0, long, 3), np.float32),
+                "vision": np.zeros((0, long, 2)), "audio_lengths": np.zeros(0),
+                "regression_labels": np.zeros(0, np.float32)} for s in ("train", "valid", "test")}
+    path = write(data, tmp_path / "empty.pkl")
+    out = load_mmsa(path)
+    assert out["test"]["audio_mask"].shape == (0, long) and out["test"]["vision_mask"].shape == (0, long)
+    from prlf_fast.cli import main
+    assert main(["data", "inspect", path]) == 0
+    assert "split valid: 0 samples" in capsys.readouterr().out

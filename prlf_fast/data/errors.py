@@ -7,4 +7,6 @@ class DataError(PRLFError):
 
 
 class UnsafePickleError(DataError):
-    """A pickle asked for a global outside the allow-list; nothing from it was run."""
+    """A pickle asked for something numpy's pickles never do (a global outside the allow-list,
+    state on another object, an allocation sized from a bare number, ...); nothing from it was run
+    or returned."""

@@ -5,13 +5,15 @@ import os
 
 from prlf_fast.data.cache import is_cache, read_cache, write_cache
 from prlf_fast.data.errors import DataError
-from prlf_fast.data.mmsa import prepare_mmsa, report_nonfinite
+from prlf_fast.data.mmsa import prepare_owned, report_nonfinite
 from prlf_fast.data.safe_pickle import safe_load
 
 
 def load_pickle(path, preset: str | None = None):
-    """Restricted-unpickle, check and sanitise an MMSA pickle; returns (splits, nonfinite)."""
-    return prepare_mmsa(safe_load(path), os.fspath(path), preset, copy=False)
+    """Restricted-unpickle, check and sanitise an MMSA pickle; returns (splits, nonfinite). The
+    unpickled arrays are never modified; each is released once converted (or kept, shared, when
+    it is finite float32 and not already used by another split)."""
+    return prepare_owned([safe_load(path)], os.fspath(path), preset)
 
 
 def load_mmsa(path, preset: str | None = None) -> dict:

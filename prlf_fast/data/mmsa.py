@@ -2,9 +2,11 @@
 
 ``prepare_mmsa`` turns the numpy dict of an MMSA pickle into ``{split: {key: torch.Tensor}}``:
 float32 features and labels with non-finite values replaced by 0, plus bool validity masks.
+The input is never modified, and no two splits' tensors share memory.
 """
 from __future__ import annotations
 
+import reprlib
 import warnings
 
 import numpy as np
@@ -12,6 +14,7 @@ import torch
 
 from prlf_fast.config import MODALITIES, PRESETS
 from prlf_fast.data.errors import DataError
+from prlf_fast.data.safe_pickle import MAX_NESTING
 
 SPLITS = ("train", "valid", "test")
 LABEL_KEY = "regression_labels"
@@ -19,10 +22,28 @@ REQUIRED_KEYS = (*MODALITIES, LABEL_KEY)
 LENGTH_KEYS = {"audio": "audio_lengths", "vision": "vision_lengths"}
 MASK_KEYS = tuple(f"{m}_mask" for m in MODALITIES)
 _CHUNK = 1 << 24  # elements sanitised at a time, to bound the temporary memory
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
 
 
 class NonFiniteWarning(UserWarning):
     """Non-finite feature values were replaced by 0."""
+
+
+def key_text(key) -> str:
+    """A short printable form of a dict key of any type (strings as they are)."""
+    if type(key) is str:
+        return key if len(key) <= 60 else key[:57] + "..."
+    try:
+        return _REPR.repr(key)
+    except (ValueError, RecursionError):  # e.g. an int too long to print
+        return f"<{type(key).__name__}>"
+
+
+def _key_list(keys) -> str:
+    keys = list(keys)
+    shown = ", ".join(repr(k) if type(k) is str and len(k) <= 60 else key_text(k) for k in keys[:20])
+    return (shown + f", ... ({len(keys)} in all)" if len(keys) > 20 else shown) or "none"
 
 
 def _shape_error(source, split, key, expected, found, why=""):
@@ -44,8 +65,8 @@ def check_split_shapes(shapes: dict, source, split: str, reference: dict | None 
         raise _shape_error(source, split, LABEL_KEY, "(N,)", shapes[LABEL_KEY])
     for m in MODALITIES:
         found = shapes[m]
-        if len(found) != 3:
-            raise _shape_error(source, split, m, "(N, L, d)", found)
+        if len(found) != 3 or found[2] == 0:
+            raise _shape_error(source, split, m, "(N, L, d) with d ≥ 1", found)
         if found[0] != n:
             raise _shape_error(source, split, m, (n, *found[1:]), found,
                                f"{n} samples in '{LABEL_KEY}'")
@@ -73,29 +94,69 @@ def check_split_shapes(shapes: dict, source, split: str, reference: dict | None 
                                    shapes[m], f"preset '{preset}'")
 
 
+def _plain_numbers(value) -> bool:
+    """A list or tuple (nested at most ``MAX_NESTING`` deep) of ints, floats, bools or numpy
+    real scalars, and nothing else."""
+    if type(value) not in (list, tuple):
+        return False
+    todo = [(value, 1)]
+    while todo:
+        items, depth = todo.pop()
+        if depth > MAX_NESTING:
+            return False
+        for x in items:
+            if type(x) in (list, tuple):
+                todo.append((x, depth + 1))
+            elif type(x) not in (int, float, bool) and not isinstance(x, (np.integer, np.floating, np.bool_)):
+                return False
+    return True
+
+
 def _numeric(value, source, split, key) -> np.ndarray:
-    arr = np.asarray(value)
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-        raise DataError(f"{source}: split '{split}' key '{key}' has dtype {arr.dtype}; expected numbers")
+    """A real numeric ``ndarray`` as it is, or a plain list of numbers as an array. Nothing else
+    reaches numpy: no object converts itself (``__array__``, ``__array_interface__``)."""
+    where = f"{source}: split '{split}' key '{key}'"
+    if isinstance(value, np.ndarray):
+        arr = value
+    elif _plain_numbers(value):
+        try:
+            arr = np.array(value)
+        except (ValueError, OverflowError) as exc:
+            raise DataError(f"{where}: not an array of numbers ({str(exc)[:200]})") from None
+    else:
+        raise DataError(f"{where} is a {type(value).__name__}; expected a numpy array or a list of numbers")
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{where} has dtype {arr.dtype}; expected real numbers")
     return arr
 
 
-def _float32_tensor(arr: np.ndarray, copy: bool) -> torch.Tensor:
-    if copy or arr.dtype != np.float32 or not arr.flags.c_contiguous or not arr.flags.writeable:
-        arr = np.array(arr, dtype=np.float32, order="C")
-    return torch.from_numpy(arr)
-
-
-def sanitise_(t: torch.Tensor) -> int:
-    """Replace non-finite values of a contiguous float tensor by 0 in place; return their count."""
-    count = 0
-    for chunk in t.view(-1).split(_CHUNK):
-        bad = ~torch.isfinite(chunk)
-        n = int(bad.sum())
-        if n:
-            chunk.masked_fill_(bad, 0.0)
-            count += n
+def _fix_nonfinite(arr: np.ndarray, write: bool) -> int:
+    """Count the non-finite values of a C-contiguous float array, chunk by chunk (numpy's
+    ``isfinite`` is ~20× faster than torch's on the CPU); with ``write``, set them to 0."""
+    count, flat = 0, arr.reshape(-1)
+    for start in range(0, flat.size, _CHUNK):
+        chunk = flat[start:start + _CHUNK]
+        finite = np.isfinite(chunk)
+        n = chunk.size - int(np.count_nonzero(finite))
+        if n and write:
+            np.copyto(chunk, 0, where=~finite)
+        count += n
     return count
+
+
+def _float32_tensor(arr: np.ndarray, shared: list | None) -> tuple[torch.Tensor, int]:
+    """``arr`` as a float32 tensor with non-finite values replaced by 0, and their count; ``arr``
+    is never written. ``shared`` lists the byte ranges of arrays already returned without a copy:
+    with it, a finite, C-contiguous, writable native float32 array whose memory is not among them
+    is returned without a copy (and added); otherwise, or with ``shared=None``, a new tensor."""
+    if shared is not None and arr.dtype == np.float32 and arr.flags.c_contiguous and arr.flags.writeable:
+        start = arr.__array_interface__["data"][0]
+        end = start + arr.nbytes
+        if not any(a < end and start < b for a, b in shared) and not _fix_nonfinite(arr, write=False):
+            shared.append((start, end))
+            return torch.from_numpy(arr), 0
+    arr = np.array(arr, dtype=np.float32, order="C")
+    return torch.from_numpy(arr), _fix_nonfinite(arr, write=True)
 
 
 def _row_mask(x: torch.Tensor) -> torch.Tensor:
@@ -107,24 +168,27 @@ def _length_mask(lengths: np.ndarray, max_len: int, source, split, key) -> torch
     lengths = lengths.reshape(-1).astype(np.float64)
     if not np.all(np.isfinite(lengths)) or np.any(lengths < 0):
         raise DataError(f"{source}: split '{split}' key '{key}' holds negative or non-finite lengths")
+    if not len(lengths):  # no samples: no arange sized by max_len alone
+        return torch.zeros((0, max_len), dtype=torch.bool)
     lengths = torch.from_numpy(np.minimum(np.rint(lengths), max_len).astype(np.int64))
     return torch.arange(max_len)[None, :] < lengths[:, None]
 
 
-def _prepare_split(raw, source, split, reference, preset, copy):
+def _prepare_split(raw, source, split, reference, preset, shared):
+    """One split's tensors and non-finite counts; ``raw`` (that split's dict) is only read, and
+    released array by array as it is converted when the caller holds no other reference."""
     if not isinstance(raw, dict):
         raise DataError(f"{source}: split '{split}' is a {type(raw).__name__}, expected a dict of arrays")
     keys = [k for k in (*REQUIRED_KEYS, "text_bert", *LENGTH_KEYS.values()) if k in raw]
-    take = raw.__getitem__ if copy else raw.pop  # without copy, release the file's arrays early
-    arrays = {k: _numeric(take(k), source, split, k) for k in keys}
+    arrays = {k: _numeric(raw[k], source, split, k) for k in keys}
+    del raw
     check_split_shapes({k: a.shape for k, a in arrays.items()}, source, split, reference, preset)
     out, counts = {}, {}
     for key in (*MODALITIES, "text_bert"):
         if key in arrays:
-            out[key] = _float32_tensor(arrays.pop(key), copy)
-            counts[key] = sanitise_(out[key])
-    label = _float32_tensor(arrays.pop(LABEL_KEY), copy).reshape(-1)
-    bad = int((~torch.isfinite(label)).sum())
+            out[key], counts[key] = _float32_tensor(arrays.pop(key), shared)
+    label, bad = _float32_tensor(arrays.pop(LABEL_KEY), shared)
+    label = label.reshape(-1)
     if bad:
         raise DataError(f"{source}: split '{split}' key '{LABEL_KEY}' holds {bad} non-finite labels")
     out[LABEL_KEY] = label
@@ -144,20 +208,29 @@ def prepare_mmsa(data, source="<memory>", preset: str | None = None, copy: bool 
     """Check and convert an MMSA dict (numpy arrays) to ``{split: {key: tensor}}``.
 
     Returns ``(splits, nonfinite)`` where ``nonfinite`` maps ``"split/key"`` to the number of
-    values replaced by 0. With ``copy=False`` float32 arrays of ``data`` are sanitised in place
-    and shared, and converted arrays are released from ``data`` as it goes (for big files).
+    values replaced by 0, counted from the data of each split. ``data`` is never modified. With
+    ``copy=False`` a finite C-contiguous float32 array is used without a copy (its tensor shares
+    its memory) the first time it occurs; every other tensor is new, so no two splits share memory.
     """
+    return prepare_owned([data], source, preset, copy)
+
+
+def prepare_owned(box: list, source="<memory>", preset: str | None = None, copy: bool = False):
+    """``prepare_mmsa`` of ``box[0]``, which ``box`` hands over (it is emptied): when nothing else
+    refers to the dict, each split's arrays are released as they are converted (for big files)."""
+    data = box.pop()
     if not isinstance(data, dict):
         raise DataError(f"{source}: top level is a {type(data).__name__}, expected a dict with "
                         f"splits {', '.join(SPLITS)}")
     missing = [s for s in SPLITS if s not in data]
     if missing:
         raise DataError(f"{source}: missing split(s) {', '.join(repr(s) for s in missing)} "
-                        f"(found: {', '.join(map(repr, data)) or 'none'})")
-    splits, nonfinite, reference = {}, {}, None
+                        f"(found: {_key_list(data)})")
+    pending = {s: data[s] for s in SPLITS}
+    del data
+    splits, nonfinite, reference, shared = {}, {}, None, None if copy else []
     for split in SPLITS:
-        raw = data[split] if copy else data.pop(split)
-        splits[split], counts = _prepare_split(raw, source, split, reference, preset, copy)
+        splits[split], counts = _prepare_split(pending.pop(split), source, split, reference, preset, shared)
         nonfinite.update(counts)
         if reference is None:
             reference = {k: tuple(v.shape) for k, v in splits[split].items()}

@@ -7,21 +7,22 @@ import numpy as np
 
 from prlf_fast.config import MODALITIES
 from prlf_fast.data.cache import is_cache, read_cache, read_meta
-from prlf_fast.data.mmsa import LABEL_KEY, SPLITS, prepare_mmsa
+from prlf_fast.data.mmsa import LABEL_KEY, SPLITS, key_text, prepare_owned
 from prlf_fast.data.safe_pickle import safe_load
 
 
 def _stored(raw) -> dict:
-    """{split: {key: (shape, dtype)}} of a raw MMSA dict, as far as it is one."""
+    """{split: [(key text, shape, dtype or type name)]} of a raw MMSA dict, as far as it is one;
+    only numpy arrays are asked for a shape (lists and tuples give their length)."""
     if not isinstance(raw, dict):
         return {}
     out = {}
     for split in SPLITS:
         if isinstance(raw.get(split), dict):
-            out[split] = {}
-            for key, value in raw[split].items():
-                arr = np.asarray(value) if not hasattr(value, "shape") else value
-                out[split][key] = (tuple(arr.shape), str(arr.dtype))
+            out[split] = [(key_text(key), value.shape, str(value.dtype)) if isinstance(value, np.ndarray)
+                          else (key_text(key), (len(value),) if type(value) in (list, tuple) else (),
+                                type(value).__name__)
+                          for key, value in raw[split].items()]
     return out
 
 
@@ -42,20 +43,23 @@ def describe(path, preset: str | None = None) -> str:
     if is_cache(path):
         meta = read_meta(path)
         splits, nonfinite = read_cache(path, preset), meta["nonfinite"]
-        stored = {s: {k: (tuple(v.shape), str(v.dtype)) for k, v in t.items()} for s, t in splits.items()}
+        stored = {s: [(k, tuple(v.shape), str(v.dtype)) for k, v in t.items()] for s, t in splits.items()}
         lines = [f"{path}: prlf_fast cache converted from {meta['source']}"]
     else:
-        raw = safe_load(path)
-        stored = _stored(raw)
-        splits, nonfinite = prepare_mmsa(raw, path, preset, copy=False)
+        box = [safe_load(path)]
+        stored = _stored(box[0])
+        splits, nonfinite = prepare_owned(box, path, preset)
         lines = [f"{path}: MMSA pickle", f"sha256 {file_sha256(path)}"]
     for split in SPLITS:
         tensors = splits[split]
-        lines.append(f"split {split}: {len(tensors[LABEL_KEY])} samples")
-        for key, (shape, dtype) in stored[split].items():
+        n = len(tensors[LABEL_KEY])
+        lines.append(f"split {split}: {n} samples")
+        for key, shape, dtype in stored[split]:
             count = nonfinite.get(f"{split}/{key}")
             extra = f"  non-finite {count}" if count else ""
             lines.append(f"  {key:<24} {str(shape):<18} {dtype}{extra}")
+        if not n:
+            continue
         for m in MODALITIES:
             n_valid = tensors[f"{m}_mask"].sum(dim=1).double()
             lines.append(f"  valid {m:<7} mean {n_valid.mean():.1f}, min {int(n_valid.min())}, "
