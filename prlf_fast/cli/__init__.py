@@ -14,8 +14,15 @@ USER_ERRORS = (PRLFError, FileNotFoundError, PermissionError, IsADirectoryError,
                ValueError)
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument error is one line naming the command's help, and exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"prlf-fast: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="prlf-fast", description="PRLF sentiment analysis under missing modalities: train, evaluate, data tools.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -1,28 +1,112 @@
-"""Atomic file writes: write a temporary file in the same directory, then rename it over the
-target, so a reader (or a resumed run) never sees a half-written file."""
+"""Safe writes into run directories and caches (docs/training.md, "What survives a kill").
+
+- ``atomic_path`` / ``write_*``: a file is written under a fresh temporary name in the target's
+  directory (``mkstemp``: ``O_CREAT | O_EXCL | O_NOFOLLOW``, so never through a planted symlink),
+  flushed to disk, then renamed over the target (a rename replaces a symlink itself, never what
+  it points to). Readers see the old file or the new one.
+- ``Commit``: several files of one directory replaced as a unit: written into ``.staging/``, then
+  a journal (the commit point) names them, then each is moved into place. ``recover`` finishes a
+  commit whose journal exists and discards staged files without one.
+- ``output_dir`` / ``locked``: an exclusive OS lock (``flock`` on a lock file) held while a
+  command writes an output; a second writer fails at once. The kernel drops the lock when the
+  process ends, however it ends, so a crash leaves no stale lock.
+
+Every ``OSError`` while writing becomes a ``WriteError`` (one line naming the path).
+"""
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import os
+import re
+import shutil
+import stat
 import tempfile
+
+from prlf_fast.errors import PRLFError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+TMP_SUFFIX = ".tmp"
+_STRAY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # mkstemp(prefix=".NAME.", suffix=".tmp")
+STAGING, JOURNAL, LOCK = ".staging", ".commit.json", ".lock"
+
+
+class WriteError(PRLFError):
+    """Writing ``path`` failed at the OS level (full disk, permissions, …); one line."""
+
+    def __init__(self, path: str, exc: OSError | str, note: str = ""):
+        self.path = os.fspath(path)
+        self.reason = exc if isinstance(exc, str) else exc.strerror or str(exc)
+        super().__init__(f"cannot write {self.path}: {self.reason}{note}")
+
+
+# The two primitives that change what a directory shows (tests simulate kills around them).
+def _replace(src: str, dst: str) -> None:
+    os.replace(src, dst)
+
+
+def _remove(path: str) -> None:
+    """Remove a file, a symlink (not its target) or a directory tree; absent is fine."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(mode):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dir(path: str) -> bool:
+    """Create directory ``path`` (and its parents); True when this call created it. An existing
+    symlink or non-directory at ``path`` is refused (it was not created by prlf-fast)."""
+    if os.path.lexists(path):
+        if os.path.islink(path) or not os.path.isdir(path):
+            raise PRLFError(f"cannot write {path}: it exists and is not a directory "
+                            "(a symlink or a file); remove it")
+        return False
+    try:
+        os.makedirs(path)
+        return True
+    except FileExistsError:  # created by another process meanwhile
+        return make_dir(path)
+    except OSError as exc:
+        raise WriteError(path, exc) from exc
+
 
 @contextlib.contextmanager
 def atomic_path(path: str):
-    """Yield a temporary path next to ``path``; on success it replaces ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
+    """Yield a temporary path next to ``path``; when the block succeeds it replaces ``path``.
+
+    Raises WriteError naming ``path`` on an OSError; ``path`` is then unchanged."""
+    directory, name = os.path.split(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=TMP_SUFFIX, dir=directory)
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
+    except OSError as exc:
+        raise WriteError(path, exc) from exc
     try:
         yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _fsync(tmp)
+        _replace(tmp, path)
+    except OSError as exc:
+        _remove(tmp)
+        raise WriteError(path, exc) from exc
+    except BaseException:
+        _remove(tmp)
+        raise
 
 
 def write_text(path: str, text: str) -> None:
@@ -44,3 +128,150 @@ def read_jsonl(path: str) -> list:
         return []
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+# -- several files as one unit ---------------------------------------------------------------
+
+def _staged_files(staging: str) -> list:
+    """Relative paths of the regular files under ``staging`` (symlinks are not followed)."""
+    found = []
+    for parent, dirs, files in os.walk(staging):
+        found += [os.path.relpath(os.path.join(parent, f), staging) for f in files
+                  if os.path.isfile(os.path.join(parent, f)) and not _STRAY.match(f)]
+    return sorted(found)
+
+
+def _finish(root: str, names: list) -> None:
+    """Move each staged file still in ``.staging`` into place, then drop staging and journal."""
+    staging = os.path.join(root, STAGING)
+    for name in names:
+        src, dst = os.path.join(staging, name), os.path.join(root, name)
+        if os.path.isfile(src) and not os.path.islink(src):
+            if os.path.dirname(name):
+                make_dir(os.path.dirname(dst))
+            _replace(src, dst)
+    _remove(staging)
+    _remove(os.path.join(root, JOURNAL))
+
+
+def remove_strays(directory: str) -> list:
+    """Remove the temporary files of interrupted atomic writes in ``directory``; return them."""
+    try:
+        names = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    strays = [os.path.join(directory, n) for n in names if _STRAY.match(n)]
+    for path in strays:
+        if not os.path.isdir(path) or os.path.islink(path):
+            _remove(path)
+    return strays
+
+
+def recover(root: str) -> None:
+    """Bring ``root`` to its last committed state: finish a commit whose journal exists, discard
+    staged files without one, and remove the temporary files of interrupted writes (in ``root``
+    and its direct subdirectories). Call it holding the directory's lock."""
+    journal = os.path.join(root, JOURNAL)
+    if os.path.isfile(journal) and not os.path.islink(journal):
+        with open(journal, encoding="utf-8") as f:
+            _finish(root, json.load(f)["files"])
+    else:
+        _remove(journal)
+        _remove(os.path.join(root, STAGING))
+    remove_strays(root)
+    for entry in os.scandir(root):
+        if entry.is_dir(follow_symlinks=False):
+            remove_strays(entry.path)
+
+
+class Commit:
+    """Files of ``root`` replaced together: write each at ``commit.file(name)`` inside the block
+    (``name`` relative to ``root``, e.g. ``"plots/a.png"``); when the block ends without an
+    exception they all replace their targets as one unit, otherwise none does."""
+
+    def __init__(self, root: str):
+        self.root, self.staging = root, os.path.join(root, STAGING)
+
+    def file(self, name: str) -> str:
+        path = os.path.join(self.staging, name)
+        make_dir(os.path.dirname(path))
+        return path
+
+    def __enter__(self) -> "Commit":
+        _remove(self.staging)
+        make_dir(self.staging)
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if kind is not None:
+            _remove(self.staging)
+            if isinstance(exc, WriteError) and exc.path.startswith(self.staging + os.sep):
+                target = os.path.join(self.root, os.path.relpath(exc.path, self.staging))
+                raise WriteError(target, exc.reason, "; the previous files are unchanged") from exc
+            return
+        names = _staged_files(self.staging)
+        write_json(os.path.join(self.root, JOURNAL), {"files": names})  # the commit point
+        try:
+            _finish(self.root, names)
+        except OSError as err:
+            raise WriteError(self.root, err, "; the next prlf-fast command on this directory "
+                                             "completes the update") from err
+
+
+# -- one writer per output ---------------------------------------------------------------------
+
+@contextlib.contextmanager
+def locked(path: str, what: str):
+    """Hold an exclusive lock on the lock file ``path`` (created, and removed on release).
+
+    Raises PRLFError at once when another process holds it."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666 & ~_UMASK)
+        except OSError as exc:
+            raise WriteError(path, exc) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.read(fd, 32).decode(errors="replace").strip()
+            os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise WriteError(path, exc) from exc
+            raise PRLFError(f"{what} is being written by another prlf-fast process"
+                            + (f" (pid {holder})" if holder.isdigit() else "")
+                            + "; wait for it to finish or choose another output") from None
+        try:  # a holder that finished may have removed the file we opened: lock the one there now
+            current = os.stat(path, follow_symlinks=False).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(fd).st_ino:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def output_dir(path: str):
+    """Create directory ``path`` if needed and hold its lock (``path/.lock``) in the block.
+
+    When the block fails and this call created ``path``, the directory is removed again if the
+    block left nothing in it. Yields True when the directory was created."""
+    try:
+        created = make_dir(path)
+    except WriteError as exc:
+        raise PRLFError(f"cannot write to the output directory {path}: {exc.reason}") from exc
+    try:
+        with locked(os.path.join(path, LOCK), f"the output directory {path}"):
+            yield created
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+        raise
