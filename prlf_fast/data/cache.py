@@ -22,7 +22,8 @@ from safetensors.torch import load_file, save_file
 
 from prlf_fast.data.errors import DataError
 from prlf_fast.data.mmsa import MASK_KEYS, SPLITS, check_split_shapes
-from prlf_fast.train.atomic import WriteError, atomic_path, make_dir, remove_strays, write_json
+from prlf_fast.train import atomic
+from prlf_fast.train.atomic import WriteError, atomic_path, make_dir, write_json
 
 FORMAT = "prlf_fast.mmsa-cache"
 VERSION = 2
@@ -43,14 +44,14 @@ def split_files(meta: dict) -> dict:
 def clean(cache_dir) -> None:
     """Remove what interrupted or earlier conversions left in ``cache_dir``: temporary files,
     and split files that its ``meta.json`` does not name (nothing else is touched)."""
-    remove_strays(cache_dir)
+    atomic.remove_strays(cache_dir)
     try:
         keep = set(split_files(read_meta(cache_dir)).values())
     except DataError:
         keep = None  # no readable cache here: leave its split-named files alone
     for name in os.listdir(cache_dir):
         if keep is not None and _SPLIT_FILE.match(name) and name not in keep:
-            os.unlink(os.path.join(cache_dir, name))
+            atomic.remove(os.path.join(cache_dir, name))
 
 
 def write_cache(splits: dict, out_dir, source: str, nonfinite: dict) -> None:

@@ -48,7 +48,7 @@ def _replace(src: str, dst: str) -> None:
     os.replace(src, dst)
 
 
-def _remove(path: str) -> None:
+def remove(path: str) -> None:
     """Remove a file, a symlink (not its target) or a directory tree; absent is fine."""
     try:
         mode = os.lstat(path).st_mode
@@ -102,10 +102,10 @@ def atomic_path(path: str):
         _fsync(tmp)
         _replace(tmp, path)
     except OSError as exc:
-        _remove(tmp)
+        remove(tmp)
         raise WriteError(path, exc) from exc
     except BaseException:
-        _remove(tmp)
+        remove(tmp)
         raise
 
 
@@ -150,21 +150,34 @@ def _finish(root: str, names: list) -> None:
             if os.path.dirname(name):
                 make_dir(os.path.dirname(dst))
             _replace(src, dst)
-    _remove(staging)
-    _remove(os.path.join(root, JOURNAL))
+    remove(staging)
+    remove(os.path.join(root, JOURNAL))
 
 
-def remove_strays(directory: str) -> list:
-    """Remove the temporary files of interrupted atomic writes in ``directory``; return them."""
+def _strays(directory: str) -> list:
+    """The temporary files of interrupted atomic writes in ``directory``."""
     try:
         names = os.listdir(directory)
     except (FileNotFoundError, NotADirectoryError):
         return []
-    strays = [os.path.join(directory, n) for n in names if _STRAY.match(n)]
-    for path in strays:
-        if not os.path.isdir(path) or os.path.islink(path):
-            _remove(path)
-    return strays
+    return [p for p in (os.path.join(directory, n) for n in names if _STRAY.match(n))
+            if os.path.islink(p) or not os.path.isdir(p)]
+
+
+def remove_strays(directory: str) -> None:
+    """Remove the temporary files of interrupted atomic writes in ``directory``."""
+    for path in _strays(directory):
+        remove(path)
+
+
+def _subdirs(root: str) -> list:
+    return [e.path for e in os.scandir(root) if e.is_dir(follow_symlinks=False)]
+
+
+def needs_recovery(root: str) -> bool:
+    """Whether a killed writer left a journal, staged files or temporary files in ``root``."""
+    return (os.path.lexists(os.path.join(root, JOURNAL)) or os.path.lexists(os.path.join(root, STAGING))
+            or any(_strays(d) for d in [root, *_subdirs(root)]))
 
 
 def recover(root: str) -> None:
@@ -176,12 +189,10 @@ def recover(root: str) -> None:
         with open(journal, encoding="utf-8") as f:
             _finish(root, json.load(f)["files"])
     else:
-        _remove(journal)
-        _remove(os.path.join(root, STAGING))
-    remove_strays(root)
-    for entry in os.scandir(root):
-        if entry.is_dir(follow_symlinks=False):
-            remove_strays(entry.path)
+        remove(journal)
+        remove(os.path.join(root, STAGING))
+    for directory in [root, *_subdirs(root)]:
+        remove_strays(directory)
 
 
 class Commit:
@@ -198,18 +209,20 @@ class Commit:
         return path
 
     def __enter__(self) -> "Commit":
-        _remove(self.staging)
+        remove(self.staging)
         make_dir(self.staging)
         return self
 
     def __exit__(self, kind, exc, tb) -> None:
         if kind is not None:
-            _remove(self.staging)
+            remove(self.staging)
             if isinstance(exc, WriteError) and exc.path.startswith(self.staging + os.sep):
                 target = os.path.join(self.root, os.path.relpath(exc.path, self.staging))
                 raise WriteError(target, exc.reason, "; the previous files are unchanged") from exc
             return
         names = _staged_files(self.staging)
+        for parent in {os.path.dirname(n) for n in names} - {""}:  # refused before the commit point
+            make_dir(os.path.join(self.root, parent))
         write_json(os.path.join(self.root, JOURNAL), {"files": names})  # the commit point
         try:
             _finish(self.root, names)

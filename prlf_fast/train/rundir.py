@@ -9,7 +9,7 @@ import sys
 import time
 
 from prlf_fast.errors import PRLFError
-from prlf_fast.train.atomic import output_dir, recover, write_json, write_text
+from prlf_fast.train.atomic import LOCK, locked, needs_recovery, output_dir, recover, write_json, write_text
 from prlf_fast.train.schema import validate_config
 
 CONFIG, METRICS, LOG = "config.json", "metrics.jsonl", "train.log"
@@ -59,7 +59,21 @@ class RunDir:
             recover(self.path)
             yield
 
+    def settle(self) -> None:
+        """Finish (or discard) a commit that a killed writer left (see ``atomic.Commit``), so a
+        reader sees one whole state. Skipped while a live writer holds the directory (it
+        finishes its own commit) or when the directory is read-only."""
+        if not os.path.isdir(self.path) or not needs_recovery(self.path):
+            return
+        try:
+            with locked(self.file(LOCK), self.path):
+                recover(self.path)
+        except PRLFError:
+            pass
+
     def read_config(self) -> dict:
+        """The run's config.json, checked against the schema (``train.schema``)."""
+        self.settle()
         path = self.file(CONFIG)
         if not os.path.isfile(path):
             raise PRLFError(f"{self.path} is not a prlf_fast run directory ({CONFIG} is missing)")
