@@ -185,6 +185,14 @@ def test_planted_symlinks_are_never_written_through(trained, tmp_path, capsys):
     assert victim.read_text() == "do not touch" and os.listdir(tmp_path / "elsewhere") == []
 
 
+def test_an_output_directory_named_through_the_users_own_symlink_is_used(tmp_path, capsys):
+    (tmp_path / "scratch").mkdir()
+    os.symlink(tmp_path / "scratch", tmp_path / "run")
+    code, _, err = run_cli(capsys, "train", *RUN, "--no-eval", "--out", tmp_path / "run")
+    assert code == 0, err
+    assert (tmp_path / "scratch" / "last.safetensors").is_file()
+
+
 # -- damaged and mismatched checkpoints -------------------------------------------------------------
 
 def test_flipped_bytes_in_a_checkpoint_are_refused(trained, tmp_path, capsys):

@@ -57,7 +57,7 @@ def clean(cache_dir) -> None:
 def write_cache(splits: dict, out_dir, source: str, nonfinite: dict) -> None:
     """Write ``{split: {key: tensor}}`` (as from ``prepare_mmsa``) to ``out_dir`` as one commit:
     new split files first, then ``meta.json`` naming them (atomically), then the old files go."""
-    make_dir(out_dir)
+    make_dir(out_dir, user_given=True)
     token = secrets.token_hex(4)
     files = {split: f"{split}.{token}.safetensors" for split in SPLITS}
     for split in SPLITS:

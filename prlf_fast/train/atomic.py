@@ -68,11 +68,13 @@ def _fsync(path: str) -> None:
         os.close(fd)
 
 
-def make_dir(path: str) -> bool:
+def make_dir(path: str, user_given: bool = False) -> bool:
     """Create directory ``path`` (and its parents); True when this call created it. An existing
-    symlink or non-directory at ``path`` is refused (it was not created by prlf-fast)."""
+    non-directory at ``path`` is refused, and so is a symlink unless ``user_given`` (an output
+    directory named on the command line may be a symlink its user made; the directories
+    prlf-fast derives inside it, such as ``plots``, may not)."""
     if os.path.lexists(path):
-        if os.path.islink(path) or not os.path.isdir(path):
+        if not os.path.isdir(path) or (os.path.islink(path) and not user_given):
             raise PRLFError(f"cannot write {path}: it exists and is not a directory "
                             "(a symlink or a file); remove it")
         return False
@@ -80,7 +82,7 @@ def make_dir(path: str) -> bool:
         os.makedirs(path)
         return True
     except FileExistsError:  # created by another process meanwhile
-        return make_dir(path)
+        return make_dir(path, user_given)
     except OSError as exc:
         raise WriteError(path, exc) from exc
 
@@ -94,11 +96,12 @@ def atomic_path(path: str):
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=TMP_SUFFIX, dir=directory)
         os.close(fd)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
     except OSError as exc:
         raise WriteError(path, exc) from exc
     try:
         yield tmp
+        # mkstemp creates 0600 (and some writers replace the file): give it the usual permissions
+        os.chmod(tmp, 0o666 & ~_UMASK)
         _fsync(tmp)
         _replace(tmp, path)
     except OSError as exc:
@@ -139,6 +142,12 @@ def _staged_files(staging: str) -> list:
         found += [os.path.relpath(os.path.join(parent, f), staging) for f in files
                   if os.path.isfile(os.path.join(parent, f)) and not _STRAY.match(f)]
     return sorted(found)
+
+
+def _inside(name) -> bool:
+    """Whether ``name`` is a relative path that stays inside its directory."""
+    return (isinstance(name, str) and bool(name) and not os.path.isabs(name)
+            and not os.path.normpath(name).startswith(os.pardir))
 
 
 def _finish(root: str, names: list) -> None:
@@ -185,9 +194,18 @@ def recover(root: str) -> None:
     staged files without one, and remove the temporary files of interrupted writes (in ``root``
     and its direct subdirectories). Call it holding the directory's lock."""
     journal = os.path.join(root, JOURNAL)
+    names = None
     if os.path.isfile(journal) and not os.path.islink(journal):
         with open(journal, encoding="utf-8") as f:
-            _finish(root, json.load(f)["files"])
+            try:
+                names = json.load(f)
+            except ValueError:
+                names = None
+        names = names.get("files") if isinstance(names, dict) else None
+        if not (isinstance(names, list) and all(_inside(n) for n in names)):
+            names = None  # not a journal this module wrote: nothing of it is trusted
+    if names is not None:
+        _finish(root, names)
     else:
         remove(journal)
         remove(os.path.join(root, STAGING))
@@ -277,7 +295,7 @@ def output_dir(path: str):
     When the block fails and this call created ``path``, the directory is removed again if the
     block left nothing in it. Yields True when the directory was created."""
     try:
-        created = make_dir(path)
+        created = make_dir(path, user_given=True)
     except WriteError as exc:
         raise PRLFError(f"cannot write to the output directory {path}: {exc.reason}") from exc
     try:
