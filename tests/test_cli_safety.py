@@ -54,12 +54,14 @@ def small_pickle(path, seed=3):
 
 # -- one writer per output -----------------------------------------------------------------------
 
-HOLD = ("import sys\nfrom prlf_fast.train.atomic import locked\n"
-        "with locked(sys.argv[1], 'x'):\n    print('locked', flush=True)\n    sys.stdin.read()\n")
+# Another process's lock, taken as prlf-fast takes it (without importing it: starts fast).
+HOLD = ("import fcntl, os, sys\nfd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\nos.write(fd, str(os.getpid()).encode())\n"
+        "print('locked', flush=True)\nsys.stdin.read()\n")
 
 
 def hold_lock(path):
-    """Another process holding the lock file ``path`` until it is killed or its stdin closes."""
+    """Another process holding the lock file ``path`` until it is killed."""
     p = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "locked"
@@ -96,6 +98,7 @@ def test_a_second_writer_fails_at_once_and_a_crashed_one_leaves_no_lock(trained,
     assert not (run / ".lock").exists()
 
 
+@pytest.mark.slow  # two processes that import torch: ~6 s on an idle 2-core CPU
 def test_two_trainings_started_together_do_not_mix(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "prlf_fast.cli", "train", *RUN, "--no-eval", "--out", str(out)]
