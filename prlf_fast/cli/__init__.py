@@ -9,9 +9,9 @@ import sys
 
 from prlf_fast.errors import PRLFError
 
-# Errors that mean "bad input", not "bug": one line, exit 2, traceback only with --debug.
-USER_ERRORS = (PRLFError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
-               ValueError)
+# Errors that mean "bad input" or a failing environment (any OSError: a full disk, an I/O
+# error; its message names the file), not "bug": one line, exit 2, traceback only with --debug.
+USER_ERRORS = (PRLFError, OSError, ValueError)
 
 
 class Parser(argparse.ArgumentParser):
