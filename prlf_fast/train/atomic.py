@@ -138,7 +138,7 @@ def read_jsonl(path: str) -> list:
 def _staged_files(staging: str) -> list:
     """Relative paths of the regular files under ``staging`` (symlinks are not followed)."""
     found = []
-    for parent, dirs, files in os.walk(staging):
+    for parent, _, files in os.walk(staging):
         found += [os.path.relpath(os.path.join(parent, f), staging) for f in files
                   if os.path.isfile(os.path.join(parent, f)) and not _STRAY.match(f)]
     return sorted(found)
@@ -189,21 +189,22 @@ def needs_recovery(root: str) -> bool:
             or any(_strays(d) for d in [root, *_subdirs(root)]))
 
 
+def _journal_names(journal: str) -> list | None:
+    """The names a journal that this module wrote lists; None for anything else (untrusted)."""
+    try:
+        with open(journal, encoding="utf-8") as f:
+            names = json.load(f).get("files")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return names if isinstance(names, list) and all(_inside(n) for n in names) else None
+
+
 def recover(root: str) -> None:
     """Bring ``root`` to its last committed state: finish a commit whose journal exists, discard
     staged files without one, and remove the temporary files of interrupted writes (in ``root``
     and its direct subdirectories). Call it holding the directory's lock."""
     journal = os.path.join(root, JOURNAL)
-    names = None
-    if os.path.isfile(journal) and not os.path.islink(journal):
-        with open(journal, encoding="utf-8") as f:
-            try:
-                names = json.load(f)
-            except ValueError:
-                names = None
-        names = names.get("files") if isinstance(names, dict) else None
-        if not (isinstance(names, list) and all(_inside(n) for n in names)):
-            names = None  # not a journal this module wrote: nothing of it is trusted
+    names = _journal_names(journal) if os.path.isfile(journal) and not os.path.islink(journal) else None
     if names is not None:
         _finish(root, names)
     else:
