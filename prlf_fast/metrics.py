@@ -43,8 +43,9 @@ def _accuracy(a, b) -> float:
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
     """Pearson correlation in float64, or None when a sum of squares under- or overflows."""
-    a, b = a.astype(np.float64) - a.mean(dtype=np.float64), b.astype(np.float64) - b.mean(dtype=np.float64)
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        a = a.astype(np.float64) - a.mean(dtype=np.float64)
+        b = b.astype(np.float64) - b.mean(dtype=np.float64)
         saa, sbb = np.sum(a * a), np.sum(b * b)
         if not (np.isfinite(saa * sbb) and saa * sbb > 0):
             return None

@@ -140,7 +140,8 @@ def evaluate_run(run_dir: str, data_path: str | None = None, rates=None, seeds=N
     run = RunDir(run_dir)
     config = run.read_config()
     check_backend(backend, device)
-    target = run if out is None or os.path.abspath(out) == os.path.abspath(run_dir) else RunDir(out, echo=False)
+    beside = out is not None and os.path.realpath(out) != os.path.realpath(run_dir)
+    target = RunDir(out, echo=False) if beside else run
     with target.session(resume=None):
         if target is not run and os.path.exists(target.file(RESULTS)) and not force:
             raise PRLFError(f"{target.path} already holds evaluation results ({RESULTS}); "
