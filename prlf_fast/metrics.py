@@ -55,7 +55,7 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
 def _corr(a: np.ndarray, b: np.ndarray) -> float:
     """Pearson correlation; NaN exactly when ``a`` or ``b`` is constant (decided on the exact
     values, not after rounding the centred sums)."""
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
+    if a.min() == a.max() or b.min() == b.max():
         return float("nan")
     r = _pearson(a, b)
     if r is None:  # an extreme scale: the same on inputs scaled to a maximum magnitude of 1
