@@ -75,3 +75,18 @@ def test_a_meta_naming_foreign_files_is_refused(tmp_path):
     (cache / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(Exception, match="'files' must name one split file per split"):
         load_mmsa(str(cache))
+
+
+def test_a_killed_first_conversion_does_not_block_the_next(tmp_path, capsys):
+    from prlf_fast.cli import main
+
+    a = write(tmp_path / "a.pkl", 1)
+    cache = tmp_path / "cache"
+    with pytest.MonkeyPatch.context() as m:
+        kill_at(m, 3)  # two split files in place, killed before the third
+        with pytest.raises(Killed):
+            main(["data", "convert", a, str(cache)])
+    assert not (cache / "meta.json").exists() and len(os.listdir(cache)) >= 2
+    assert main(["data", "convert", a, str(cache)]) == 0, capsys.readouterr().err
+    convert(a, str(tmp_path / "ref"))
+    assert len(os.listdir(cache)) == 4 and same(loaded(str(cache)), loaded(str(tmp_path / "ref")))

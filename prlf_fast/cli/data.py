@@ -41,11 +41,12 @@ def _inspect(args) -> int:
 
 def _check_convert_target(pickle_path: str, out_dir: str, force: bool) -> None:
     """Refuse, without ``force``, to convert into a directory holding anything but a cache of
-    the same pickle."""
-    from prlf_fast.data.cache import read_meta
+    the same pickle (or what a killed conversion left)."""
+    from prlf_fast.data.cache import is_conversion_file, read_meta
     from prlf_fast.data.errors import DataError
 
-    entries = [n for n in os.listdir(out_dir) if n != ".lock"]
+    # A killed first conversion leaves only its own files: they are no reason to refuse.
+    entries = [n for n in os.listdir(out_dir) if n != ".lock" and not is_conversion_file(n)]
     if force or not entries:
         return
     try:

@@ -41,6 +41,11 @@ def split_files(meta: dict) -> dict:
     return meta.get("files") or {split: f"{split}.safetensors" for split in SPLITS}
 
 
+def is_conversion_file(name: str) -> bool:
+    """Whether ``name`` is a split file or a temporary file that a conversion writes."""
+    return bool(_SPLIT_FILE.match(name) or atomic.is_stray(name))
+
+
 def clean(cache_dir) -> None:
     """Remove what interrupted or earlier conversions left in ``cache_dir``: temporary files,
     and split files that its ``meta.json`` does not name (nothing else is touched)."""

@@ -140,7 +140,7 @@ def _staged_files(staging: str) -> list:
     found = []
     for parent, _, files in os.walk(staging):
         found += [os.path.relpath(os.path.join(parent, f), staging) for f in files
-                  if os.path.isfile(os.path.join(parent, f)) and not _STRAY.match(f)]
+                  if os.path.isfile(os.path.join(parent, f)) and not is_stray(f)]
     return sorted(found)
 
 
@@ -163,13 +163,18 @@ def _finish(root: str, names: list) -> None:
     remove(os.path.join(root, JOURNAL))
 
 
+def is_stray(name: str) -> bool:
+    """Whether file name ``name`` is the temporary name of an atomic write."""
+    return bool(_STRAY.match(name))
+
+
 def _strays(directory: str) -> list:
     """The temporary files of interrupted atomic writes in ``directory``."""
     try:
         names = os.listdir(directory)
     except (FileNotFoundError, NotADirectoryError):
         return []
-    return [p for p in (os.path.join(directory, n) for n in names if _STRAY.match(n))
+    return [p for p in (os.path.join(directory, n) for n in names if is_stray(n))
             if os.path.islink(p) or not os.path.isdir(p)]
 
 
