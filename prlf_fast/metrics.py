@@ -2,8 +2,8 @@
 
 Class boundaries are compared in each input's own float precision (a float32 label of 0.1 is in
 SIMS's (−0.1, 0.1] bin, as in MMSA). Weighted F1 is f1(y_true, y_pred): class weights are the
-true supports. A metric that is undefined on the inputs (Corr of a constant vector; Non0 metrics
-when every label is 0) is NaN.
+true supports. A metric that is undefined on the inputs (Corr when the predictions or the labels are
+constant, decided exactly on the values; Non0 metrics when every label is 0) is NaN.
 """
 from __future__ import annotations
 
@@ -41,10 +41,26 @@ def _accuracy(a, b) -> float:
     return float(np.mean(a == b))
 
 
+def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Pearson correlation in float64, or None when a sum of squares under- or overflows."""
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        a = a.astype(np.float64) - a.mean(dtype=np.float64)
+        b = b.astype(np.float64) - b.mean(dtype=np.float64)
+        saa, sbb = np.sum(a * a), np.sum(b * b)
+        if not (np.isfinite(saa * sbb) and saa * sbb > 0):
+            return None
+        return float(np.sum(a * b) / np.sqrt(saa * sbb))
+
+
 def _corr(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(np.float64) - a.mean(dtype=np.float64), b.astype(np.float64) - b.mean(dtype=np.float64)
-    denom = np.sqrt(np.sum(a * a) * np.sum(b * b))
-    return float(np.sum(a * b) / denom) if denom > 0 else float("nan")
+    """Pearson correlation; NaN exactly when ``a`` or ``b`` is constant (decided on the exact
+    values, not after rounding the centred sums)."""
+    if a.min() == a.max() or b.min() == b.max():
+        return float("nan")
+    r = _pearson(a, b)
+    if r is None:  # an extreme scale: the same on inputs scaled to a maximum magnitude of 1
+        r = _pearson(a / np.max(np.abs(a)), b / np.max(np.abs(b)))
+    return r
 
 
 def _mae(a, b) -> float:

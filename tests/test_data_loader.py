@@ -1,4 +1,5 @@
 """load_mmsa: restricted unpickling, layout checks, sanitising, validity masks and the cache."""
+import json
 import os
 import pickle
 import warnings
@@ -197,12 +198,13 @@ def test_cache_round_trip_and_errors(tmp_path):
         for key, value in from_pickle[split].items():
             assert from_cache[split][key].dtype == value.dtype
             assert torch.equal(from_cache[split][key], value)
-    os.remove(tmp_path / "cache" / "valid.safetensors")
+    files = json.loads((tmp_path / "cache" / "meta.json").read_text())["files"]
+    os.remove(tmp_path / "cache" / files["valid"])
     with pytest.raises(DataError, match=r"missing split 'valid'"):
         load_mmsa(str(tmp_path / "cache"))
-    blob = (tmp_path / "cache" / "train.safetensors").read_bytes()
-    (tmp_path / "cache" / "train.safetensors").write_bytes(blob[:100])
-    with pytest.raises(DataError, match=r"train\.safetensors: truncated or corrupt"):
+    blob = (tmp_path / "cache" / files["train"]).read_bytes()
+    (tmp_path / "cache" / files["train"]).write_bytes(blob[:100])
+    with pytest.raises(DataError, match=r"train\.[0-9a-f]{8}\.safetensors: truncated or corrupt"):
         load_mmsa(str(tmp_path / "cache"))
     with pytest.raises(DataError, match=r"not a prlf_fast data cache"):
         load_mmsa(str(tmp_path))

@@ -85,3 +85,58 @@ def test_torch_and_numpy_agree_and_bad_input():
 def test_metric_names_are_the_keys(dataset):
     pred, label = np.array([0.3, -0.2, 0.9, -0.7]), np.array([0.5, -0.4, 0.1, -0.9])
     assert tuple(mmsa_metrics(pred, label, dataset)) == metric_names(dataset)
+
+
+# -- Corr on constant inputs: NaN exactly, whatever the rounding of the centred sums -------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("pred, label, dataset", [
+    (np.full(3, 0.1), np.array([-1.0, 0.0, 1.0]), "mosi"),         # gave 0.0
+    (np.full(10, 0.3), np.linspace(-1, 1, 10), "sims"),            # gave -3.5e-17
+    (np.linspace(-1, 1, 10), np.full(10, 1 / 3), "sims"),          # gave +3.5e-17
+    (np.linspace(-2, 2, 7), np.full(7, 1 / 3), "mosei"),
+    (np.array([2.0, 3.0, 5.0]), np.array([0.2, -0.4, 0.6]), "sims"),  # constant once clipped to 1
+], ids=["const-pred-mosi", "const-pred-sims", "const-label-sims", "const-label-mosei", "clipped-sims"])
+def test_corr_of_a_constant_input_is_nan(pred, label, dataset, dtype):
+    r = mmsa_metrics(pred.astype(dtype), label.astype(dtype), dataset)
+    assert math.isnan(r["Corr"]), r["Corr"]
+    swapped = mmsa_metrics(label.astype(dtype), pred.astype(dtype), dataset)
+    assert math.isnan(swapped["Corr"]), swapped["Corr"]
+
+
+def test_corr_at_extreme_scales_is_finite():
+    assert mmsa_metrics([1e-200, 2e-200, 4e-200], [1.0, 2.0, 4.0], "mosi")["Corr"] == pytest.approx(1.0)
+    assert mmsa_metrics([1e200, -1e200, 3e200], [1.0, -1.0, 3.0], "mosi")["Corr"] == pytest.approx(1.0)
+
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
+
+
+@st.composite
+def _pairs(draw):
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    n = draw(st.integers(2, 12))
+    width = 32 if dtype is np.float32 else 64
+    values = st.floats(allow_nan=False, allow_infinity=False, width=width)
+    # Constant vectors (one repeated value) are drawn as often as free ones.
+    def vector():
+        return st.one_of(arrays(dtype, n, elements=values),
+                         values.map(lambda v: np.full(n, v, dtype=dtype)))
+    return draw(vector()), draw(vector()), draw(st.sampled_from(["mosi", "mosei", "sims"]))
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # MAE of values near 1e308
+@settings(max_examples=200, deadline=None)
+@given(_pairs())
+def test_corr_is_nan_exactly_when_an_input_is_constant(pair):
+    pred, label, dataset = pair
+    if dataset == "sims":
+        pred, label = np.clip(pred, -1, 1), np.clip(label, -1, 1)
+    constant = np.all(pred == pred[0]) or np.all(label == label[0])
+    corr = mmsa_metrics(*pair)["Corr"]
+    if constant:
+        assert math.isnan(corr)
+    else:
+        assert -1 - 1e-9 <= corr <= 1 + 1e-9

@@ -9,13 +9,20 @@ import sys
 
 from prlf_fast.errors import PRLFError
 
-# Errors that mean "bad input", not "bug": one line, exit 2, traceback only with --debug.
-USER_ERRORS = (PRLFError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
-               ValueError)
+# Errors that mean "bad input" or a failing environment (any OSError: a full disk, an I/O
+# error; its message names the file), not "bug": one line, exit 2, traceback only with --debug.
+USER_ERRORS = (PRLFError, OSError, ValueError)
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument error is one line naming the command's help, and exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"prlf-fast: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="prlf-fast", description="PRLF sentiment analysis under missing modalities: train, evaluate, data tools.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -10,6 +10,9 @@ def register(sub) -> None:
     p.add_argument("--run", required=True, help="run directory written by prlf-fast train")
     p.add_argument("--data", help="data to evaluate on (default: the run's own data)")
     p.add_argument("--batch-size", type=int, help="evaluation batch size (default: the run's)")
+    p.add_argument("--out", help="directory for results.json, report.md and plots/ (default: the run "
+                                 "directory, whose previous results are replaced)")
+    p.add_argument("--force", action="store_true", help="replace the results already in another --out")
     add_device_options(p)
     p.set_defaults(func=run)
 
@@ -21,7 +24,7 @@ def run(args) -> int:
     if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size} must be ≥ 1")
     results = evaluate_run(args.run, args.data, args.rates, args.seeds, distributed.device_for(args.device),
-                           args.backend, args.batch_size)
-    print(f"wrote {args.run}/results.json, report.md and plots/ "
+                           args.backend, args.batch_size, out=args.out, force=args.force)
+    print(f"wrote {args.out or args.run}/results.json, report.md and plots/ "
           f"(intra average MAE {results['intra']['average']['mean']['MAE']:.4f})")
     return 0

@@ -2,11 +2,19 @@
 
 Tensors are stored as ``load_mmsa`` returns them (float32, sanitised, bool masks), so loading is
 a memory map: no parsing, no conversion, and pages are read only when touched.
+
+A conversion commits as a whole: the split files get names no earlier conversion used
+(``train.<id>.safetensors``), and ``meta.json``, which names them, is replaced atomically last.
+Until that rename a reader sees the previous cache, unchanged; after it, the new one. Files no
+``meta.json`` names (an earlier conversion's, or an interrupted one's) are removed by the next
+conversion. Version 1 caches (fixed names ``train.safetensors`` …) are still read.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
 
 import torch
 from safetensors import SafetensorError
@@ -14,27 +22,62 @@ from safetensors.torch import load_file, save_file
 
 from prlf_fast.data.errors import DataError
 from prlf_fast.data.mmsa import MASK_KEYS, SPLITS, check_split_shapes
+from prlf_fast.train import atomic
+from prlf_fast.train.atomic import WriteError, atomic_path, make_dir, write_json
 
 FORMAT = "prlf_fast.mmsa-cache"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 META = "meta.json"
+_SPLIT_FILE = re.compile(r"^(train|valid|test)(\.[0-9a-f]{8})?\.safetensors$")
 
 
 def is_cache(path) -> bool:
     return os.path.isdir(path)
 
 
+def split_files(meta: dict) -> dict:
+    """``{split: file name}`` of a cache's ``meta.json`` (fixed names in version 1)."""
+    return meta.get("files") or {split: f"{split}.safetensors" for split in SPLITS}
+
+
+def is_conversion_file(name: str) -> bool:
+    """Whether ``name`` is a split file or a temporary file that a conversion writes."""
+    return bool(_SPLIT_FILE.match(name) or atomic.is_stray(name))
+
+
+def clean(cache_dir) -> None:
+    """Remove what interrupted or earlier conversions left in ``cache_dir``: temporary files,
+    and split files that its ``meta.json`` does not name (nothing else is touched)."""
+    atomic.remove_strays(cache_dir)
+    try:
+        keep = set(split_files(read_meta(cache_dir)).values())
+    except DataError:
+        keep = None  # no readable cache here: leave its split-named files alone
+    for name in os.listdir(cache_dir):
+        if keep is not None and _SPLIT_FILE.match(name) and name not in keep:
+            atomic.remove(os.path.join(cache_dir, name))
+
+
 def write_cache(splits: dict, out_dir, source: str, nonfinite: dict) -> None:
-    """Write ``{split: {key: tensor}}`` (as from ``prepare_mmsa``) to ``out_dir``."""
-    os.makedirs(out_dir, exist_ok=True)
+    """Write ``{split: {key: tensor}}`` (as from ``prepare_mmsa``) to ``out_dir`` as one commit:
+    new split files first, then ``meta.json`` naming them (atomically), then the old files go."""
+    make_dir(out_dir, user_given=True)
+    token = secrets.token_hex(4)
+    files = {split: f"{split}.{token}.safetensors" for split in SPLITS}
     for split in SPLITS:
         tensors = {k: v.contiguous() for k, v in splits[split].items()}
-        save_file(tensors, os.path.join(out_dir, f"{split}.safetensors"))
+        path = os.path.join(out_dir, files[split])
+        with atomic_path(path) as tmp:
+            try:
+                save_file(tensors, tmp)
+            except SafetensorError as exc:
+                raise WriteError(path, str(exc)) from exc
     meta = {"format": FORMAT, "version": VERSION, "source": os.path.abspath(source),
-            "nonfinite": nonfinite,
+            "nonfinite": nonfinite, "files": files,
             "shapes": {s: {k: list(v.shape) for k, v in splits[s].items()} for s in SPLITS}}
-    with open(os.path.join(out_dir, META), "w") as f:
-        json.dump(meta, f, indent=1)
+    write_json(os.path.join(out_dir, META), meta)
+    clean(out_dir)
 
 
 def read_meta(cache_dir) -> dict:
@@ -50,18 +93,22 @@ def read_meta(cache_dir) -> dict:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise DataError(f"{path}: not a prlf_fast data cache (format {meta.get('format')!r})"
                         if isinstance(meta, dict) else f"{path}: not a prlf_fast data cache")
-    if meta.get("version") != VERSION:
+    if meta.get("version") not in READABLE_VERSIONS:
         raise DataError(f"{path}: cache version {meta.get('version')!r}, this prlf_fast reads "
-                        f"version {VERSION}; convert the pickle again")
+                        f"versions {', '.join(map(str, READABLE_VERSIONS))}; convert the pickle again")
+    files = meta.get("files")
+    if meta["version"] >= 2 and not (isinstance(files, dict) and all(
+            isinstance(files.get(s), str) and _SPLIT_FILE.match(files[s]) for s in SPLITS)):
+        raise DataError(f"{path}: 'files' must name one split file per split; convert the pickle again")
     return meta
 
 
 def read_cache(cache_dir, preset: str | None = None) -> dict:
     """Memory-map a cache directory; keys and shapes are checked, values are trusted."""
-    read_meta(cache_dir)
+    files = split_files(read_meta(cache_dir))
     splits, reference = {}, None
     for split in SPLITS:
-        path = os.path.join(cache_dir, f"{split}.safetensors")
+        path = os.path.join(cache_dir, files[split])
         if not os.path.isfile(path):
             raise DataError(f"{cache_dir}: missing split '{split}' ({path} does not exist)")
         try:

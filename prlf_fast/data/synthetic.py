@@ -17,6 +17,7 @@ import torch
 
 from prlf_fast.config import MODALITIES, PRESETS
 from prlf_fast.data.mmsa import SPLITS
+from prlf_fast.train.atomic import atomic_path
 
 CLS, SEP, PAD = 101, 102, 0
 FULL_SIZES = {"mosi": (1284, 229, 686), "mosei": (16326, 1871, 4659), "sims": (1368, 456, 457)}
@@ -51,11 +52,9 @@ def synthesize(preset: str, n_train: int, n_valid: int, n_test: int, seed: int =
 
 def write_pickle(data: dict, path) -> None:
     """Write an MMSA dict as a pickle (protocol 5: large arrays are written without copies)."""
-    path = os.fspath(path)
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        pickle.dump(data, f, protocol=5)
-    os.replace(tmp, path)
+    with atomic_path(os.fspath(path)) as tmp:  # a fresh temporary name: never through a symlink
+        with open(tmp, "wb") as f:
+            pickle.dump(data, f, protocol=5)
 
 
 def _unit(v):

@@ -1,28 +1,115 @@
-"""Atomic file writes: write a temporary file in the same directory, then rename it over the
-target, so a reader (or a resumed run) never sees a half-written file."""
+"""Safe writes into run directories and caches (docs/training.md, "What survives a kill").
+
+- ``atomic_path`` / ``write_*``: a file is written under a fresh temporary name in the target's
+  directory (``mkstemp``: ``O_CREAT | O_EXCL | O_NOFOLLOW``, so never through a planted symlink),
+  flushed to disk, then renamed over the target (a rename replaces a symlink itself, never what
+  it points to). Readers see the old file or the new one.
+- ``Commit``: several files of one directory replaced as a unit: written into ``.staging/``, then
+  a journal (the commit point) names them, then each is moved into place. ``recover`` finishes a
+  commit whose journal exists and discards staged files without one.
+- ``output_dir`` / ``locked``: an exclusive OS lock (``flock`` on a lock file) held while a
+  command writes an output; a second writer fails at once. The kernel drops the lock when the
+  process ends, however it ends, so a crash leaves no stale lock.
+
+Every ``OSError`` while writing becomes a ``WriteError`` (one line naming the path).
+"""
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import os
+import re
+import shutil
+import stat
 import tempfile
+
+from prlf_fast.errors import PRLFError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+TMP_SUFFIX = ".tmp"
+_STRAY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # mkstemp(prefix=".NAME.", suffix=".tmp")
+STAGING, JOURNAL, LOCK = ".staging", ".commit.json", ".lock"
+
+
+class WriteError(PRLFError):
+    """Writing ``path`` failed at the OS level (full disk, permissions, …); one line."""
+
+    def __init__(self, path: str, exc: OSError | str, note: str = ""):
+        self.path = os.fspath(path)
+        self.reason = exc if isinstance(exc, str) else exc.strerror or str(exc)
+        super().__init__(f"cannot write {self.path}: {self.reason}{note}")
+
+
+# The two primitives that change what a directory shows (tests simulate kills around them).
+def _replace(src: str, dst: str) -> None:
+    os.replace(src, dst)
+
+
+def remove(path: str) -> None:
+    """Remove a file, a symlink (not its target) or a directory tree; absent is fine."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(mode):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dir(path: str, user_given: bool = False) -> bool:
+    """Create directory ``path`` (and its parents); True when this call created it. An existing
+    non-directory at ``path`` is refused, and so is a symlink unless ``user_given`` (an output
+    directory named on the command line may be a symlink its user made; the directories
+    prlf-fast derives inside it, such as ``plots``, may not)."""
+    if os.path.lexists(path):
+        if not os.path.isdir(path) or (os.path.islink(path) and not user_given):
+            raise PRLFError(f"cannot write {path}: it exists and is not a directory "
+                            "(a symlink or a file); remove it")
+        return False
+    try:
+        os.makedirs(path)
+        return True
+    except FileExistsError:  # created by another process meanwhile
+        return make_dir(path, user_given)
+    except OSError as exc:
+        raise WriteError(path, exc) from exc
+
 
 @contextlib.contextmanager
 def atomic_path(path: str):
-    """Yield a temporary path next to ``path``; on success it replaces ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
+    """Yield a temporary path next to ``path``; when the block succeeds it replaces ``path``.
+
+    Raises WriteError naming ``path`` on an OSError; ``path`` is then unchanged."""
+    directory, name = os.path.split(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=TMP_SUFFIX, dir=directory)
+        os.close(fd)
+    except OSError as exc:
+        raise WriteError(path, exc) from exc
     try:
         yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        # mkstemp creates 0600 (and some writers replace the file): give it the usual permissions
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        _fsync(tmp)
+        _replace(tmp, path)
+    except OSError as exc:
+        remove(tmp)
+        raise WriteError(path, exc) from exc
+    except BaseException:
+        remove(tmp)
+        raise
 
 
 def write_text(path: str, text: str) -> None:
@@ -44,3 +131,184 @@ def read_jsonl(path: str) -> list:
         return []
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+# -- several files as one unit ---------------------------------------------------------------
+
+def _staged_files(staging: str) -> list:
+    """Relative paths of the regular files under ``staging`` (symlinks are not followed)."""
+    found = []
+    for parent, _, files in os.walk(staging):
+        found += [os.path.relpath(os.path.join(parent, f), staging) for f in files
+                  if os.path.isfile(os.path.join(parent, f)) and not is_stray(f)]
+    return sorted(found)
+
+
+def _inside(name) -> bool:
+    """Whether ``name`` is a relative path that stays inside its directory."""
+    return (isinstance(name, str) and bool(name) and not os.path.isabs(name)
+            and not os.path.normpath(name).startswith(os.pardir))
+
+
+def _finish(root: str, names: list) -> None:
+    """Move each staged file still in ``.staging`` into place, then drop staging and journal."""
+    staging = os.path.join(root, STAGING)
+    for name in names:
+        src, dst = os.path.join(staging, name), os.path.join(root, name)
+        if os.path.isfile(src) and not os.path.islink(src):
+            if os.path.dirname(name):
+                make_dir(os.path.dirname(dst))
+            _replace(src, dst)
+    remove(staging)
+    remove(os.path.join(root, JOURNAL))
+
+
+def is_stray(name: str) -> bool:
+    """Whether file name ``name`` is the temporary name of an atomic write."""
+    return bool(_STRAY.match(name))
+
+
+def _strays(directory: str) -> list:
+    """The temporary files of interrupted atomic writes in ``directory``."""
+    try:
+        names = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [p for p in (os.path.join(directory, n) for n in names if is_stray(n))
+            if os.path.islink(p) or not os.path.isdir(p)]
+
+
+def remove_strays(directory: str) -> None:
+    """Remove the temporary files of interrupted atomic writes in ``directory``."""
+    for path in _strays(directory):
+        remove(path)
+
+
+def _subdirs(root: str) -> list:
+    return [e.path for e in os.scandir(root) if e.is_dir(follow_symlinks=False)]
+
+
+def needs_recovery(root: str) -> bool:
+    """Whether a killed writer left a journal, staged files or temporary files in ``root``."""
+    return (os.path.lexists(os.path.join(root, JOURNAL)) or os.path.lexists(os.path.join(root, STAGING))
+            or any(_strays(d) for d in [root, *_subdirs(root)]))
+
+
+def _journal_names(journal: str) -> list | None:
+    """The names a journal that this module wrote lists; None for anything else (untrusted)."""
+    try:
+        with open(journal, encoding="utf-8") as f:
+            names = json.load(f).get("files")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return names if isinstance(names, list) and all(_inside(n) for n in names) else None
+
+
+def recover(root: str) -> None:
+    """Bring ``root`` to its last committed state: finish a commit whose journal exists, discard
+    staged files without one, and remove the temporary files of interrupted writes (in ``root``
+    and its direct subdirectories). Call it holding the directory's lock."""
+    journal = os.path.join(root, JOURNAL)
+    names = _journal_names(journal) if os.path.isfile(journal) and not os.path.islink(journal) else None
+    if names is not None:
+        _finish(root, names)
+    else:
+        remove(journal)
+        remove(os.path.join(root, STAGING))
+    for directory in [root, *_subdirs(root)]:
+        remove_strays(directory)
+
+
+class Commit:
+    """Files of ``root`` replaced together: write each at ``commit.file(name)`` inside the block
+    (``name`` relative to ``root``, e.g. ``"plots/a.png"``); when the block ends without an
+    exception they all replace their targets as one unit, otherwise none does."""
+
+    def __init__(self, root: str):
+        self.root, self.staging = root, os.path.join(root, STAGING)
+
+    def file(self, name: str) -> str:
+        path = os.path.join(self.staging, name)
+        make_dir(os.path.dirname(path))
+        return path
+
+    def __enter__(self) -> "Commit":
+        remove(self.staging)
+        make_dir(self.staging)
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if kind is not None:
+            remove(self.staging)
+            if isinstance(exc, WriteError) and exc.path.startswith(self.staging + os.sep):
+                target = os.path.join(self.root, os.path.relpath(exc.path, self.staging))
+                raise WriteError(target, exc.reason, "; the previous files are unchanged") from exc
+            return
+        names = _staged_files(self.staging)
+        for parent in {os.path.dirname(n) for n in names} - {""}:  # refused before the commit point
+            make_dir(os.path.join(self.root, parent))
+        write_json(os.path.join(self.root, JOURNAL), {"files": names})  # the commit point
+        try:
+            _finish(self.root, names)
+        except OSError as err:
+            raise WriteError(self.root, err, "; the next prlf-fast command on this directory "
+                                             "completes the update") from err
+
+
+# -- one writer per output ---------------------------------------------------------------------
+
+@contextlib.contextmanager
+def locked(path: str, what: str):
+    """Hold an exclusive lock on the lock file ``path`` (created, and removed on release).
+
+    Raises PRLFError at once when another process holds it."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666 & ~_UMASK)
+        except OSError as exc:
+            raise WriteError(path, exc) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.read(fd, 32).decode(errors="replace").strip()
+            os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise WriteError(path, exc) from exc
+            raise PRLFError(f"{what} is being written by another prlf-fast process"
+                            + (f" (pid {holder})" if holder.isdigit() else "")
+                            + "; wait for it to finish or choose another output") from None
+        try:  # a holder that finished may have removed the file we opened: lock the one there now
+            current = os.stat(path, follow_symlinks=False).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(fd).st_ino:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def output_dir(path: str):
+    """Create directory ``path`` if needed and hold its lock (``path/.lock``) in the block.
+
+    When the block fails and this call created ``path``, the directory is removed again if the
+    block left nothing in it. Yields True when the directory was created."""
+    try:
+        created = make_dir(path, user_given=True)
+    except WriteError as exc:
+        raise PRLFError(f"cannot write to the output directory {path}: {exc.reason}") from exc
+    try:
+        with locked(os.path.join(path, LOCK), f"the output directory {path}"):
+            yield created
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+        raise

@@ -3,10 +3,13 @@ position, written atomically.
 
 Layout: tensors ``model/<name>``, ``optim/<param index>/<key>`` and ``rng/<name>``; the safetensors
 metadata holds JSON strings ``config`` (the model config), ``optimizer`` (param groups and
-non-tensor state), ``scheduler`` and ``trainer``.
+non-tensor state), ``scheduler`` and ``trainer``, and ``sha256``: the digest of every tensor's
+name, dtype, shape and bytes, checked on load (checkpoints written before it existed load
+unchecked).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -16,11 +19,22 @@ from safetensors.torch import save_file
 
 from prlf_fast.config import PRLFConfig
 from prlf_fast.errors import PRLFError
-from prlf_fast.train.atomic import atomic_path
+from prlf_fast.train.atomic import WriteError, atomic_path
 
 FORMAT = "prlf_fast-checkpoint-1"
 # Fields that may differ between the run that wrote a checkpoint and the one that reads it.
 _LOCATION_FIELDS = ("bert_path",)
+
+
+def tensor_digest(tensors: dict) -> str:
+    """SHA-256 over the tensors in name order: name, dtype, shape, then the raw bytes."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
 
 
 def save_checkpoint(path: str, model, config: PRLFConfig, optimizer=None, scheduler=None,
@@ -43,8 +57,12 @@ def save_checkpoint(path: str, model, config: PRLFConfig, optimizer=None, schedu
         meta["trainer"] = json.dumps(trainer)
     tensors.update({f"rng/{k}": v for k, v in (rng or {}).items()})
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    meta["sha256"] = tensor_digest(tensors)
     with atomic_path(path) as tmp:
-        save_file(tensors, tmp, metadata=meta)
+        try:
+            save_file(tensors, tmp, metadata=meta)
+        except SafetensorError as exc:  # e.g. a full disk, reported by the Rust writer
+            raise WriteError(path, str(exc)) from exc
 
 
 class Checkpoint:
@@ -62,11 +80,17 @@ class Checkpoint:
         if meta.get("format") != FORMAT:
             raise PRLFError(f"checkpoint {path} is not a prlf_fast checkpoint "
                             f"(format {meta.get('format')!r}, expected {FORMAT!r})")
+        if "sha256" in meta and tensor_digest(self.tensors) != meta["sha256"]:
+            raise PRLFError(f"checkpoint {path} is damaged: its tensor data does not match the "
+                            "SHA-256 stored when it was written")
         self.path = path
-        self.config = PRLFConfig.from_dict(json.loads(meta["config"]))
-        self.trainer = json.loads(meta.get("trainer", "{}"))
-        self._optimizer = json.loads(meta["optimizer"]) if "optimizer" in meta else None
-        self._scheduler = json.loads(meta["scheduler"]) if "scheduler" in meta else None
+        try:
+            self.config = PRLFConfig.from_dict(json.loads(meta["config"]))
+            self.trainer = json.loads(meta.get("trainer", "{}"))
+            self._optimizer = json.loads(meta["optimizer"]) if "optimizer" in meta else None
+            self._scheduler = json.loads(meta["scheduler"]) if "scheduler" in meta else None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PRLFError(f"checkpoint {path} has unreadable metadata: {exc}") from exc
 
     def part(self, prefix: str) -> dict:
         n = len(prefix) + 1
@@ -80,8 +104,18 @@ class Checkpoint:
         if diff:
             raise PRLFError(f"checkpoint {self.path} belongs to another model config: " + ", ".join(diff))
 
+    def _check_shapes(self, saved: dict, expected: dict, what: str) -> None:
+        """Raise a PRLFError listing the tensors whose saved shape differs from ``expected``."""
+        bad = [f"{k} {tuple(saved[k].shape)} (checkpoint) vs {tuple(v)}" for k, v in expected.items()
+               if k in saved and tuple(saved[k].shape) != tuple(v)]
+        if bad:
+            raise PRLFError(f"checkpoint {self.path} holds {what} of another shape: "
+                            + ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else ""))
+
     def restore_model(self, model) -> None:
-        missing, unexpected = model.load_state_dict(self.part("model"), strict=False)
+        saved = self.part("model")
+        self._check_shapes(saved, {k: v.shape for k, v in model.state_dict().items()}, "model tensors")
+        missing, unexpected = model.load_state_dict(saved, strict=False)
         if missing or unexpected:
             raise PRLFError(f"checkpoint {self.path} does not match the model: missing "
                             f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
@@ -93,6 +127,11 @@ class Checkpoint:
         for key, value in self.part("optim").items():
             pid, name = key.split("/", 1)
             state.setdefault(int(pid), {})[name] = value
+        # Moment buffers (the non-scalar state tensors) have their parameter's shape.
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        moments = {k: v for k, v in self.part("optim").items() if v.dim() > 0}
+        self._check_shapes(moments, {k: params[int(k.split("/")[0])].shape for k in moments
+                                     if int(k.split("/")[0]) < len(params)}, "optimizer state")
         optimizer.load_state_dict({"state": state, "param_groups": self._optimizer["param_groups"]})
 
     def restore_scheduler(self, scheduler) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import torch
@@ -14,7 +15,7 @@ from prlf_fast.data import prepare_mmsa
 from prlf_fast.errors import PRLFError
 from prlf_fast.model import PRLF
 from prlf_fast.train import distributed
-from prlf_fast.train.atomic import read_jsonl, write_json
+from prlf_fast.train.atomic import Commit, read_jsonl, write_json
 from prlf_fast.train.checkpoint import Checkpoint
 from prlf_fast.train.evaluate import robustness
 from prlf_fast.train.report import write_report
@@ -85,44 +86,73 @@ def run_config(model_cfg: PRLFConfig, train_cfg: TrainConfig, spec: dict, rates,
                      "seeds": list(seeds)}}
 
 
+def check_backend(backend: str, device) -> None:
+    """Raise a PRLFError when ``backend`` cannot run every op on ``device`` (before any work)."""
+    from prlf_fast.ops.dispatch import OPS, implementation
+
+    try:
+        for op in OPS:
+            implementation(op, backend, torch.device(device).type)
+    except RuntimeError as exc:
+        raise PRLFError(f"--backend {backend} on {device}: {exc}") from exc
+
+
 def train(run: RunDir, config: dict, device, backend: str, resume: bool, evaluate: bool = True) -> dict:
-    """Train (or resume) the run described by ``config``, then evaluate it; return the state."""
+    """Train (or resume) the run described by ``config``, then evaluate it; return the state.
+
+    The run directory is locked for the whole run; an interrupted commit in it is finished or
+    discarded first (docs/training.md)."""
     device = torch.device(device)
+    check_backend(backend, device)
+    model_cfg = PRLFConfig.from_dict(config["model"])
+    train_cfg = TrainConfig.from_dict(config["train"])
     ctx = distributed.setup(device)
     run.writer = ctx.is_main
     try:
-        run.create(resume)
-        model_cfg = PRLFConfig.from_dict(config["model"])
-        train_cfg = TrainConfig.from_dict(config["train"])
-        splits = load_splits(config["data"], model_cfg, device)
-        ctx.barrier()
-        if not resume:
-            run.write_config(config)
-        trainer = Trainer(model_cfg, train_cfg, splits, run, device, backend, ctx)
-        if resume:
-            trainer.resume()
-        else:
-            n = {k: len(v) for k, v in splits.items()}
-            run.log(f"training {model_cfg.dataset} on {config['data']['path'] or 'synthetic data'} "
-                    f"(train/valid/test {n['train']}/{n['valid']}/{n['test']}) on {device} "
-                    f"backend {backend}, {ctx.world_size} rank(s), {trainer.steps_per_epoch} steps/epoch")
-        state = trainer.fit()
-        ctx.barrier()
-        if evaluate and ctx.is_main:  # the other ranks are done: no collective follows
-            evaluate_run(run.path, device=device, backend=backend, splits=splits, run=run)
-        return state
+        with run.session(resume):
+            splits = load_splits(config["data"], model_cfg, device)
+            ctx.barrier()
+            if not resume:
+                run.write_config(config)
+            trainer = Trainer(model_cfg, train_cfg, splits, run, device, backend, ctx)
+            if resume:
+                trainer.resume()
+            else:
+                n = {k: len(v) for k, v in splits.items()}
+                run.log(f"training {model_cfg.dataset} on {config['data']['path'] or 'synthetic data'} "
+                        f"(train/valid/test {n['train']}/{n['valid']}/{n['test']}) on {device} "
+                        f"backend {backend}, {ctx.world_size} rank(s), {trainer.steps_per_epoch} steps/epoch")
+            state = trainer.fit()
+            ctx.barrier()
+            if evaluate and ctx.is_main:  # the other ranks are done: no collective follows
+                _evaluate(run, config, run, device, backend, splits=splits)
+            return state
     finally:
         distributed.teardown(ctx)
 
 
 def evaluate_run(run_dir: str, data_path: str | None = None, rates=None, seeds=None, device="cpu",
-                 backend: str = "fast", batch_size: int | None = None, splits: dict | None = None,
-                 run: RunDir | None = None) -> dict:
+                 backend: str = "fast", batch_size: int | None = None, out: str | None = None,
+                 force: bool = False) -> dict:
     """Both robustness protocols on the test split with the run's selected checkpoint; writes
-    results.json, report.md and the plots into the run directory."""
-    start = time.perf_counter()
-    run = run or RunDir(run_dir)
+    results.json, report.md and the plots (as one unit) into ``out`` (default: the run
+    directory), holding its lock. Another ``out`` that already holds results needs ``force``."""
+    run = RunDir(run_dir)
     config = run.read_config()
+    check_backend(backend, device)
+    beside = out is not None and os.path.realpath(out) != os.path.realpath(run_dir)
+    target = RunDir(out, echo=False) if beside else run
+    with target.session(resume=None):
+        if target is not run and os.path.exists(target.file(RESULTS)) and not force:
+            raise PRLFError(f"{target.path} already holds evaluation results ({RESULTS}); "
+                            "use --force to replace them or choose another --out")
+        return _evaluate(run, config, target, device, backend, data_path, rates, seeds, batch_size)
+
+
+def _evaluate(run: RunDir, config: dict, out: RunDir, device, backend: str, data_path=None, rates=None,
+              seeds=None, batch_size=None, splits: dict | None = None) -> dict:
+    """``evaluate_run`` for a caller that holds ``out``'s session."""
+    start = time.perf_counter()
     model_cfg = PRLFConfig.from_dict(config["model"])
     train_cfg = TrainConfig.from_dict(config["train"])
     ckpt = Checkpoint(run.file(BEST))
@@ -141,17 +171,22 @@ def evaluate_run(run_dir: str, data_path: str | None = None, rates=None, seeds=N
     results = {"dataset": model_cfg.dataset, "split": "test", "n_samples": len(test), "data": spec,
                "checkpoint": {"file": BEST, **ckpt.trainer}, "backend": backend, "device": str(device),
                "eval_seconds": seconds, **results}
-    write_json(run.file(RESULTS), results)
     select = ckpt.trainer.get("select", {})
     info = {"dataset": model_cfg.dataset, "data": spec["path"] or f"synthetic {spec['synthetic']}",
             "checkpoint": f"{BEST} (epoch {ckpt.trainer.get('epoch')}, validation {select.get('metric')} "
                           f"{select.get('score', float('nan')):.4f} at missing rate {select.get('rate')})",
             "test samples": len(test), "backend / device": f"{backend} / {device}",
             "evaluation time": f"{seconds:.1f} s"}
-    write_report(run.path, results, info, read_jsonl(run.file(METRICS)), train_cfg.select_metric)
-    run.log(f"evaluated {BEST} on {len(test)} test samples: intra average "
-            f"{_headline(results['intra']['average']['mean'])}; inter average "
-            f"{_headline(results['inter']['average']['mean'])}; wrote {RESULTS}, report.md, plots/")
+    with Commit(out.path) as commit:  # results, report and plots replace the old ones together
+        write_json(commit.file(RESULTS), results)
+        write_report(commit.staging, results, info, read_jsonl(run.file(METRICS)), train_cfg.select_metric)
+    message = (f"evaluated {BEST} on {len(test)} test samples: intra average "
+               f"{_headline(results['intra']['average']['mean'])}; inter average "
+               f"{_headline(results['inter']['average']['mean'])}; wrote {RESULTS}, report.md, plots/")
+    if out is run:
+        run.log(message)
+    else:  # an evaluation beside the run leaves the run's own log alone
+        print(f"{message} into {out.path}", file=sys.stderr)
     return results
 
 

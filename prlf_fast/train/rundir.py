@@ -1,13 +1,16 @@
-"""A run directory: where each file of a run lives, and the readable log (``train.log``)."""
+"""A run directory: where each file of a run lives, the readable log (``train.log``), and the
+session a writer holds on it (lock, recovery of an interrupted commit)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
 
 from prlf_fast.errors import PRLFError
-from prlf_fast.train.atomic import write_json, write_text
+from prlf_fast.train.atomic import LOCK, locked, needs_recovery, output_dir, recover, write_json, write_text
+from prlf_fast.train.schema import validate_config
 
 CONFIG, METRICS, LOG = "config.json", "metrics.jsonl", "train.log"
 LAST, BEST = "last.safetensors", "best.safetensors"
@@ -24,38 +27,62 @@ class RunDir:
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
 
-    def create(self, resume: bool) -> None:
-        """Make the directory (or check it holds a run to resume) and check it is writable."""
+    def check(self, resume: bool) -> None:
+        """Raise a PRLFError when the directory does (not) hold a run, against ``resume``."""
         has_run = os.path.exists(self.file(CONFIG))
         if resume and not has_run:
             raise PRLFError(f"--resume: {self.path} holds no run ({CONFIG} is missing)")
         if not resume and has_run:
             raise PRLFError(f"{self.path} already holds a run; continue it with --resume "
                             "or choose another --out")
+
+    def create(self, resume: bool) -> None:
+        """Check against ``resume`` and make the directory (no lock: for tests and tools)."""
+        self.check(resume)
+        if self.writer:
+            os.makedirs(self.path, exist_ok=True)
+
+    @contextlib.contextmanager
+    def session(self, resume: bool | None):
+        """Hold the directory for writing: create it if needed, lock it (a second writer fails at
+        once), check it against ``resume`` (None: no check) and bring it to its last committed
+        state (docs/training.md). A directory this call created is removed again when the block
+        fails before writing anything into it. Non-writers (ranks > 0) only check."""
         if not self.writer:
+            if resume is not None:
+                self.check(resume)
+            yield
+            return
+        with output_dir(self.path):
+            if resume is not None:
+                self.check(resume)
+            recover(self.path)
+            yield
+
+    def settle(self) -> None:
+        """Finish (or discard) a commit that a killed writer left (see ``atomic.Commit``), so a
+        reader sees one whole state. Skipped while a live writer holds the directory (it
+        finishes its own commit) or when the directory is read-only."""
+        if not os.path.isdir(self.path) or not needs_recovery(self.path):
             return
         try:
-            os.makedirs(self.path, exist_ok=True)
-            probe = self.file(".write-test")
-            with open(probe, "w"):
-                pass
-            os.unlink(probe)
-        except OSError as exc:
-            raise PRLFError(f"cannot write to the output directory {self.path}: "
-                            f"{exc.strerror or exc}") from exc
+            with locked(self.file(LOCK), self.path):
+                recover(self.path)
+        except PRLFError:
+            pass
 
     def read_config(self) -> dict:
+        """The run's config.json, checked against the schema (``train.schema``)."""
+        self.settle()
         path = self.file(CONFIG)
         if not os.path.isfile(path):
             raise PRLFError(f"{self.path} is not a prlf_fast run directory ({CONFIG} is missing)")
         try:
             with open(path, encoding="utf-8") as f:
                 config = json.load(f)
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise PRLFError(f"{path} is not readable JSON: {exc}") from exc
-        for key in ("model", "train", "data"):
-            if key not in config:
-                raise PRLFError(f"{path} has no {key!r} section; it was not written by prlf-fast train")
+        validate_config(config, path)
         return config
 
     def write_config(self, config: dict) -> None:

@@ -5,6 +5,7 @@ for ``--resume`` (at every epoch end, and at the current step when interrupted).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import signal
 import threading
@@ -21,7 +22,7 @@ from prlf_fast.metrics import metric_names
 from prlf_fast.model import PRLF
 from prlf_fast.profiling import nvtx_range
 from prlf_fast.train import distributed
-from prlf_fast.train.atomic import read_jsonl, write_jsonl
+from prlf_fast.train.atomic import Commit, read_jsonl, write_jsonl
 from prlf_fast.train.checkpoint import Checkpoint, save_checkpoint
 from prlf_fast.train.evaluate import autocast, intra
 from prlf_fast.train.optim import build_optimizer
@@ -51,15 +52,33 @@ class TrainConfig:
     eval_batch_size: int = 256
 
     def __post_init__(self):
-        checks = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1, "lr": self.lr > 0,
-                  "weight_decay": self.weight_decay >= 0, "warmup": 0 <= self.warmup < 1,
-                  "grad_clip": self.grad_clip >= 0, "modality_dropout": 0 <= self.modality_dropout < 1,
-                  "select_rate": 0 <= self.select_rate < 1, "patience": self.patience >= 0,
-                  "eval_batch_size": self.eval_batch_size >= 1}
-        bad = [k for k, ok in checks.items() if not ok]
+        bad = []
+        for f in dataclasses.fields(self):
+            value, kind = getattr(self, f.name), type(f.default)
+            ok = (isinstance(value, (int, float)) if kind is float else isinstance(value, kind)) \
+                and (kind is bool or not isinstance(value, bool))
+            if not ok:
+                bad.append(f"{f.name}={value!r}: expected {'a number' if kind is float else kind.__name__}")
         if bad:
-            raise ValueError("invalid training setting(s): "
-                             + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad))
+            raise ValueError("invalid training setting(s): " + "; ".join(bad))
+        checks = {
+            "epochs": (self.epochs >= 1, "must be ≥ 1"),
+            "batch_size": (self.batch_size >= 1, "must be ≥ 1"),
+            "lr": (self.lr > 0, "must be > 0"),
+            "weight_decay": (self.weight_decay >= 0, "must be ≥ 0"),
+            "warmup": (0 <= self.warmup < 1, "is a fraction of all steps, in [0, 1)"),
+            "grad_clip": (self.grad_clip >= 0, "must be ≥ 0 (0 turns clipping off)"),
+            "modality_dropout": (0 <= self.modality_dropout < 1,
+                                 "is a probability in [0, 1): at 1 every sample would keep one "
+                                 "modality chosen at random and none would train with its modalities "
+                                 "together"),
+            "select_rate": (0 <= self.select_rate < 1, "is a missing rate in [0, 1)"),
+            "patience": (self.patience >= 0, "must be ≥ 0 (0 turns early stopping off)"),
+            "eval_batch_size": (self.eval_batch_size >= 1, "must be ≥ 1"),
+        }
+        bad = [f"{k}={getattr(self, k)!r} {why}" for k, (ok, why) in checks.items() if not ok]
+        if bad:
+            raise ValueError("invalid training setting(s): " + "; ".join(bad))
 
     def check_metric(self, dataset: str) -> None:
         if self.select_metric not in metric_names(dataset):
@@ -67,8 +86,14 @@ class TrainConfig:
                             f"expected one of {', '.join(metric_names(dataset))}")
 
     def better(self, new: float, old: float | None) -> bool:
+        """Whether validation score ``new`` improves on the best so far (None: no epoch yet).
+
+        NaN (a metric undefined on the validation predictions, e.g. Corr of a constant
+        prediction) never improves on an earlier epoch, and any number improves on NaN."""
         if old is None:
             return True
+        if math.isnan(new) or math.isnan(old):
+            return not math.isnan(new)
         return new < old if self.select_metric in LOWER_IS_BETTER else new > old
 
     @classmethod
@@ -108,6 +133,7 @@ class Trainer:
         self.mask_state = None  # generator state to resume a half-done epoch from
         self.history: list = []
         self._stop = threading.Event()
+        self._warned_nan = False
 
     # -- checkpoints -------------------------------------------------------------------------
     def _rng(self) -> dict:
@@ -116,13 +142,12 @@ class Trainer:
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return rng
 
-    def save(self, mask_generator=None) -> None:
-        if not self.ctx.is_main:
-            return
+    def save(self, path: str, mask_generator=None) -> None:
+        """Write the resumable checkpoint (model, optimizer, scheduler, RNG, position) to ``path``."""
         rng = self._rng()
         if mask_generator is not None:
             rng["mask"] = mask_generator.get_state()
-        save_checkpoint(self.run.file(LAST), self.model, self.cfg, self.optimizer, self.scheduler,
+        save_checkpoint(path, self.model, self.cfg, self.optimizer, self.scheduler,
                         trainer=self.state, rng=rng)
 
     def resume(self) -> None:
@@ -247,7 +272,8 @@ class Trainer:
             if self.ctx.any(self._stop.is_set(), self.device):
                 bar.close()
                 self.state["partial"] = {"sums": {k: float(v) for k, v in sums.items()}, "count": count}
-                self.save(generator)
+                if self.ctx.is_main:
+                    self.save(self.run.file(LAST), generator)
                 self.run.log(f"interrupted at step {self.state['step']} (epoch {epoch + 1}, batch {i + 1}); "
                              f"saved {LAST}; continue with --resume")
                 raise KeyboardInterrupt
@@ -255,6 +281,11 @@ class Trainer:
         train = {k: float(self.ctx.mean(v)) / max(count, 1) for k, v in (sums or {}).items()}
         valid = self.validate()
         score = valid[tc.select_metric]
+        if math.isnan(score) and not self._warned_nan:
+            self._warned_nan = True
+            self.run.log(f"warning: validation {tc.select_metric} is NaN at epoch {epoch + 1} (undefined "
+                         "on these predictions, e.g. Corr of a constant prediction); a NaN score never "
+                         "counts as an improvement, and any number improves on it")
         improved = tc.better(score, self.state["best_score"])
         self.state.update(epoch=epoch + 1, batch=0)
         if improved:
@@ -269,11 +300,14 @@ class Trainer:
                              "best": improved}}
         self.history.append(record)
         if self.ctx.is_main:
-            if improved:
-                save_checkpoint(self.run.file(BEST), self.model, self.cfg,
-                                trainer={"epoch": epoch + 1, "step": self.state["step"], "select": record["select"]})
-            self.save()
-            write_jsonl(self.run.file(METRICS), self.history)
+            # The epoch's files become visible together (a kill leaves the previous epoch's).
+            with Commit(self.run.path) as commit:
+                if improved:
+                    save_checkpoint(commit.file(BEST), self.model, self.cfg,
+                                    trainer={"epoch": epoch + 1, "step": self.state["step"],
+                                             "select": record["select"]})
+                write_jsonl(commit.file(METRICS), self.history)
+                self.save(commit.file(LAST))
         self.run.log(f"epoch {epoch + 1}/{tc.epochs} step {self.state['step']}  loss {train.get('total', 0):.4f} "
                      f"(task {train.get('task', 0):.4f})  valid@{tc.select_rate} {tc.select_metric} {score:.4f}"
                      + ("  *best*" if improved else "") + f"  [{record['seconds']:.1f}s]")

@@ -1,0 +1,92 @@
+"""A conversion into a directory that holds a cache commits as a whole: killed at any rename or
+removal, the directory loads as the old cache, unchanged, or as the new one, never a mix; the
+next conversion removes what the killed one left."""
+import json
+import os
+import pickle
+
+import pytest
+import torch
+
+from prlf_fast.data import load_mmsa, synthesize
+from prlf_fast.data.loader import convert
+from test_train_commit import Killed, kill_at
+
+
+def write(path, seed):
+    with open(path, "wb") as f:
+        pickle.dump(synthesize("mosi", 6, 3, 3, seed=seed), f)
+    return str(path)
+
+
+def loaded(cache):
+    return {s: {k: v.clone() for k, v in d.items()} for s, d in load_mmsa(cache).items()}
+
+
+def same(a, b):
+    return a.keys() == b.keys() and all(
+        a[s].keys() == b[s].keys() and all(torch.equal(a[s][k], b[s][k]) for k in a[s]) for s in a)
+
+
+def test_a_killed_conversion_leaves_the_old_cache_or_the_new_one(tmp_path):
+    a, b = write(tmp_path / "a.pkl", 1), write(tmp_path / "b.pkl", 2)
+    reference = tmp_path / "ref"
+    convert(b, reference)
+    new = loaded(str(reference))
+    cache = str(tmp_path / "cache")
+    convert(a, cache)
+    old = loaded(cache)
+    convert(a, str(tmp_path / "count"))
+    with pytest.MonkeyPatch.context() as m:
+        state = kill_at(m, 0)
+        convert(b, str(tmp_path / "count"))
+    assert state["n"] >= 7  # three split files, meta.json, three old files removed
+    for k in range(1, state["n"] + 1):
+        with pytest.MonkeyPatch.context() as m:
+            kill_at(m, k)
+            with pytest.raises(Killed):
+                convert(b, cache)
+        now = loaded(cache)
+        source = json.load(open(os.path.join(cache, "meta.json")))["source"]
+        assert (same(now, old) and source == a) or (same(now, new) and source == b), k
+        convert(a, cache)  # the next conversion cleans up and commits again
+        assert same(loaded(cache), old)
+        assert len(os.listdir(cache)) == 4, os.listdir(cache)  # meta.json and three split files
+
+
+def test_a_version_1_cache_still_loads(tmp_path):
+    cache = tmp_path / "v1"
+    convert(write(tmp_path / "a.pkl", 1), str(cache))
+    expected = loaded(str(cache))
+    meta = json.loads((cache / "meta.json").read_text())
+    for split, name in meta.pop("files").items():
+        os.rename(cache / name, cache / f"{split}.safetensors")
+    (cache / "meta.json").write_text(json.dumps({**meta, "version": 1}))
+    assert same(loaded(str(cache)), expected)
+    convert(write(tmp_path / "b.pkl", 2), str(cache))  # replaces the version 1 files as a whole
+    assert sorted(n.split(".")[0] for n in os.listdir(cache)) == ["meta", "test", "train", "valid"]
+
+
+def test_a_meta_naming_foreign_files_is_refused(tmp_path):
+    cache = tmp_path / "c"
+    convert(write(tmp_path / "a.pkl", 1), str(cache))
+    meta = json.loads((cache / "meta.json").read_text())
+    meta["files"]["train"] = "../../etc/passwd"
+    (cache / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(Exception, match="'files' must name one split file per split"):
+        load_mmsa(str(cache))
+
+
+def test_a_killed_first_conversion_does_not_block_the_next(tmp_path, capsys):
+    from prlf_fast.cli import main
+
+    a = write(tmp_path / "a.pkl", 1)
+    cache = tmp_path / "cache"
+    with pytest.MonkeyPatch.context() as m:
+        kill_at(m, 3)  # two split files in place, killed before the third
+        with pytest.raises(Killed):
+            main(["data", "convert", a, str(cache)])
+    assert not (cache / "meta.json").exists() and len(os.listdir(cache)) >= 2
+    assert main(["data", "convert", a, str(cache)]) == 0, capsys.readouterr().err
+    convert(a, str(tmp_path / "ref"))
+    assert len(os.listdir(cache)) == 4 and same(loaded(str(cache)), loaded(str(tmp_path / "ref")))
