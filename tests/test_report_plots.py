@@ -112,3 +112,12 @@ def test_training_plot_of_an_accuracy_metric_is_in_percent():
     assert val.get_ylabel() == "Has0_acc_2 (%)"
     assert list(val.get_lines()[0].get_ydata()) == [70.0, 70.0, 70.0]
     plots.plt.close(fig)
+
+
+def test_dominant_figure_with_one_rate_warns_nothing(recwarn):
+    """A run evaluated at one missing rate (``--rates 0.5``) draws one stacked bar, no warning."""
+    results = {"intra": {"per_rate": [{"rate": 0.5, "dominant_share": {"text": 0.5, "audio": 0.3, "vision": 0.2}}]}}
+    fig = plots.dominant_figure(results)
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
+    heights = [p.get_height() for p in fig.axes[0].patches]
+    assert heights == pytest.approx([50.0, 30.0, 20.0])

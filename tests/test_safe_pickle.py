@@ -40,15 +40,24 @@ def assert_refused(tmp_path, blob: bytes, error, match: str) -> None:
     assert path in str(info.value)
 
 
+# Runs the CLI and prints the process's own peak RSS (VmHWM, kB) last on stdout. The rusage of a
+# child (wait4) would not do: on Linux it includes the parent's RSS at fork, which is large in a
+# long test session.
+_CLI_WITH_PEAK = """import sys
+from prlf_fast.cli import main
+try:
+    code = main(sys.argv[1:])
+finally:
+    with open("/proc/self/status") as f:
+        print(next(line.split()[1] for line in f if line.startswith("VmHWM")), flush=True)
+sys.exit(code)
+"""
+
+
 def isolated_cli(*argv):
-    """Run ``prlf-fast ARGV`` in a child process: (exit status, stderr, peak RSS in MiB)."""
-    proc = subprocess.Popen([sys.executable, "-m", "prlf_fast.cli", *argv], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    with proc.stderr:
-        err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, err, usage.ru_maxrss / 1024
+    """Run ``prlf-fast ARGV`` in a child process: (exit status, stderr, its peak RSS in MiB)."""
+    proc = subprocess.run([sys.executable, "-c", _CLI_WITH_PEAK, *argv], capture_output=True, text=True)
+    return proc.returncode, proc.stderr, int(proc.stdout.split()[-1]) / 1024
 
 
 def assert_one_line(err: str, path: str, *fragments):

@@ -123,13 +123,19 @@ def dominant_figure(results: dict):
     legend sits outside the axes so it covers no band."""
     per_rate = results["intra"]["per_rate"]
     rates = [r["rate"] for r in per_rate]
+    shares = [[r["dominant_share"][m] * 100 for r in per_rate] for m in MODALITIES]
     fig, ax = plt.subplots(figsize=(6.4, 3.4), layout="constrained")
-    ax.stackplot(rates, *[[r["dominant_share"][m] * 100 for r in per_rate] for m in MODALITIES],
-                 labels=MODALITIES, colors=[COLORS[m] for m in MODALITIES], alpha=0.8)
+    if len(set(rates)) > 1:
+        ax.stackplot(rates, *shares, labels=MODALITIES, colors=[COLORS[m] for m in MODALITIES], alpha=0.8)
+        ax.set_xlim(min(rates), max(rates))
+    else:  # one evaluated rate: a band would have no width, so one stacked bar
+        bottom = 0.0
+        for m, share in zip(MODALITIES, shares):
+            ax.bar(rates, share, width=0.05, bottom=bottom, label=m, color=COLORS[m], alpha=0.8)
+            bottom += share[0]
     ax.set_xlabel("missing rate r")
     ax.set_ylabel("test samples (%)")
     ax.set_ylim(0, 100)
-    ax.set_xlim(min(rates), max(rates))
     ax.set_title("Dominant modality chosen by AMRE")
     ax.legend(*[list(reversed(h)) for h in ax.get_legend_handles_labels()],  # same order as the bands
               title="dominant", loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=9)
