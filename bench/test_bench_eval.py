@@ -26,27 +26,20 @@ def setup(benchmark, device, backend):
 
 @pytest.mark.parametrize("inter_encoding", ["each", "once"])
 @pytest.mark.parametrize("backend", ["reference", "fast"])
+@pytest.mark.parametrize("protocol", ["robustness", "inter"])
 @pytest.mark.parametrize("device", devices())
-def test_robustness_evaluation(benchmark, device, backend, inter_encoding):
+def test_evaluation(benchmark, device, protocol, backend, inter_encoding):
+    """``robustness``: both protocols as ``prlf-fast train`` ends with; ``inter``: the inter
+    protocol alone, the part that encoding once speeds up."""
     model, split = setup(benchmark, device, backend)
     once = inter_encoding == "once"
-    benchmark.extra_info.update(n_test=len(split), batch=BATCH[device], backend=backend,
+    benchmark.extra_info.update(n_test=len(split), batch=BATCH[device], protocol=protocol, backend=backend,
                                 inter_encoding=inter_encoding)
-    results = benchmark.pedantic(synced(lambda: robustness(model, split, "mosi", batch_size=BATCH[device],
-                                                           device=device, encode_once=once), device),
-                                 rounds=3, iterations=1, warmup_rounds=0)
-    assert len(results["intra"]["records"]) == 30 and len(results["inter"]["records"]) == 7
-
-
-@pytest.mark.parametrize("inter_encoding", ["each", "once"])
-@pytest.mark.parametrize("backend", ["reference", "fast"])
-@pytest.mark.parametrize("device", devices())
-def test_inter_protocol(benchmark, device, backend, inter_encoding):
-    """The inter protocol alone: the part that encoding once speeds up."""
-    model, split = setup(benchmark, device, backend)
-    once = inter_encoding == "once"
-    benchmark.extra_info.update(n_test=len(split), batch=BATCH[device], backend=backend,
-                                inter_encoding=inter_encoding)
-    records = benchmark(synced(lambda: inter(model, split, "mosi", BATCH[device], device, encode_once=once),
-                               device))
-    assert len(records) == 7
+    if protocol == "robustness":
+        def run():
+            return robustness(model, split, "mosi", batch_size=BATCH[device], device=device, encode_once=once)
+    else:
+        def run():
+            return {"inter": {"records": inter(model, split, "mosi", BATCH[device], device, encode_once=once)}}
+    results = benchmark.pedantic(synced(run, device), rounds=3, iterations=1, warmup_rounds=1)
+    assert len(results["inter"]["records"]) == 7
