@@ -128,11 +128,13 @@ def test_load_run_returns_the_selected_model(trained, capsys):
     (["--mask-seed", "1"], ["--mask-seed applies only with --intra"]),
     (["--drop", "text,speech"], ["--drop 'text,speech'", "text, audio, vision"]),
     (["--drop", "text,text"], ["--drop 'text,text'"]),
-    (["--split", "valid", "--data", "{root}/unlabeled_only_test.pkl"], ["no split 'valid'"]),
+    (["--split", "valid", "--data", "{root}/only_test.pkl"], ["no split 'valid'"]),
+    (["--data", "{root}/only_test.pkl"], ["split 'test' has no key 'audio'"]),
 ])
 def test_bad_options_fail_with_one_line(trained, capsys, options, fragments):
-    with open(trained / "unlabeled_only_test.pkl", "wb") as f:
-        pickle.dump({"test": {}}, f)
+    test = synthesize("mosi", 2, 2, 3, seed=3)["test"]
+    with open(trained / "only_test.pkl", "wb") as f:
+        pickle.dump({"test": {k: v for k, v in test.items() if k != "audio"}}, f)
     options = [o.format(root=trained) for o in options]
     code, _, err = run_cli(capsys, "predict", "--run", trained / "run", "--out", trained / "x.csv",
                            "--device", "cpu", *options)

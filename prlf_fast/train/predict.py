@@ -12,7 +12,8 @@ from prlf_fast.config import MODALITIES, PRLFConfig
 from prlf_fast.data import Split, missing
 from prlf_fast.data.cache import is_cache, read_texts
 from prlf_fast.data.ids import sample_texts
-from prlf_fast.data.mmsa import LABEL_KEY, SPLITS, prepare_split, report_nonfinite
+from prlf_fast.data.mmsa import (LABEL_KEY, LENGTH_KEYS, REQUIRED_KEYS, SPLITS, check_split_shapes, prepare_mmsa,
+                                 report_nonfinite)
 from prlf_fast.data.safe_pickle import safe_load
 from prlf_fast.errors import PRLFError
 from prlf_fast.metrics import mmsa_metrics
@@ -22,6 +23,8 @@ from prlf_fast.train.checkpoint import Checkpoint
 from prlf_fast.train.rundir import BEST, RunDir
 from prlf_fast.train.run import check_splits, data_spec, load_splits
 from prlf_fast.train.trainer import TrainConfig
+
+CONVERTED_KEYS = (*REQUIRED_KEYS, "text_bert", *LENGTH_KEYS.values())   # what prepare_mmsa reads
 
 
 def load_run(run_dir, device="auto", backend: str = "fast") -> PRLF:
@@ -38,20 +41,25 @@ def load_run(run_dir, device="auto", backend: str = "fast") -> PRLF:
 
 
 def _pickle_split(path: str, split: str, cfg: PRLFConfig, device):
-    """One split of an MMSA pickle, labels optional: (Split, texts, has_labels)."""
+    """One split of an MMSA pickle, labels optional, other splits not needed: (Split, texts,
+    has_labels). ``prepare_mmsa`` wants all three splits: the other two are stand-ins made of
+    the split's first sample, converted and dropped."""
     raw = safe_load(path)
     texts = sample_texts(raw, path).get(split, {})
     part = raw.get(split) if isinstance(raw, dict) else None
     if not isinstance(part, dict):
         found = ", ".join(map(repr, raw)) if isinstance(raw, dict) else type(raw).__name__
         raise PRLFError(f"data {path}: no split {split!r} (found: {found or 'none'})")
+    part = {k: v for k, v in part.items() if k in CONVERTED_KEYS}
     has_labels = LABEL_KEY in part
     if not has_labels and "text" in part:   # predictions only: a stand-in label, never reported
         part[LABEL_KEY] = np.zeros(len(part["text"]), dtype=np.float32)
-    tensors, nonfinite = prepare_split(part, path, split, cfg.dataset, copy=False)
-    report_nonfinite(path, nonfinite)
-    check_splits({split: tensors}, cfg, path, needed=(split,))
-    return Split.from_mmsa(tensors, device=device), texts, has_labels
+    check_split_shapes({k: np.shape(v) for k, v in part.items()}, path, split, preset=cfg.dataset)
+    stand_in = {k: v[:1] for k, v in part.items()}
+    tensors, nonfinite = prepare_mmsa({s: part if s == split else stand_in for s in SPLITS}, path, cfg.dataset)
+    report_nonfinite(path, {k: n for k, n in nonfinite.items() if k.startswith(f"{split}/")})
+    check_splits(tensors, cfg, path, needed=(split,))
+    return Split.from_mmsa(tensors[split], device=device), texts, has_labels
 
 
 def prediction_data(spec: dict, split: str, cfg: PRLFConfig, device):
