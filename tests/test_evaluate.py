@@ -25,11 +25,10 @@ def tiny_split(cfg, n, seed=0):
 
 def both_ways(model, split, batch_size):
     configs = [tuple(c) for c in evaluate.missing.INTER_CONFIGS] + [()]
-    once = evaluate.collect(model, split, evaluate._inter_encode_once(model, configs), batch_size, torch.device("cpu"),
-                            False, FIELDS)
-    each = evaluate.collect(model, split, evaluate.corrupted(
-        model, {c: lambda b, i, c=c: evaluate.missing.inter_drop(b, c) for c in configs}), batch_size, torch.device("cpu"),
-        False, FIELDS)
+    cpu = torch.device("cpu")
+    drop_each = {c: lambda b, i, c=c: evaluate.missing.inter_drop(b, c) for c in configs}
+    once = evaluate.collect(model, split, evaluate._inter_encode_once(model, configs), batch_size, cpu, False, FIELDS)
+    each = evaluate.collect(model, split, evaluate.corrupted(model, drop_each), batch_size, cpu, False, FIELDS)
     return once, each
 
 
@@ -65,7 +64,8 @@ def test_encode_once_on_backend_triton():
 def test_each_modality_is_encoded_once_per_batch(monkeypatch):
     calls = []
     original = ModalityEncoder.forward
-    monkeypatch.setattr(ModalityEncoder, "forward", lambda self, *a, **k: calls.append(self.name) or original(self, *a, **k))
+    monkeypatch.setattr(ModalityEncoder, "forward",
+                        lambda self, *a, **k: calls.append(self.name) or original(self, *a, **k))
     cfg = tiny_config()
     evaluate.inter(PRLF(cfg), tiny_split(cfg, 10), "mosi", batch_size=4)
     assert calls == ["text", "audio", "vision"] * 3

@@ -62,7 +62,8 @@ def test_defaults_reproduce_the_formulation_before_the_switches():
 
 def test_reliability_modes_form_the_score_as_documented():
     batch = random_batch(tiny_config(), 4, seed=3, lengths=LENGTHS)
-    outs = {mode: _model(tiny_config(reliability=mode))(batch) for mode in ("amre", "confidence", "fisher", "uniform")}
+    outs = {mode: _model(tiny_config(reliability=mode))(batch)
+            for mode in ("amre", "confidence", "fisher", "uniform")}
     present = outs["amre"].present
     log_c, log_f = outs["amre"].confidence.log(), torch.log1p(outs["amre"].fisher)   # α = β = 1 at init
     for mode, expected in [("amre", log_c - log_f), ("confidence", log_c), ("fisher", -log_f),
