@@ -15,6 +15,7 @@ _LAZY = {
     "PRLFConfig": "prlf_fast.config",
     "PRLF": "prlf_fast.model",
     "PRLFOutput": "prlf_fast.model",
+    "load_run": "prlf_fast.train.predict",
 }
 __all__ = [*_LAZY, "__version__"]
 

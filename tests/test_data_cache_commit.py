@@ -40,7 +40,7 @@ def test_a_killed_conversion_leaves_the_old_cache_or_the_new_one(tmp_path):
     with pytest.MonkeyPatch.context() as m:
         state = kill_at(m, 0)
         convert(b, str(tmp_path / "count"))
-    assert state["n"] >= 7  # three split files, meta.json, three old files removed
+    assert state["n"] >= 9  # three split files, ids, meta.json, four old files removed
     for k in range(1, state["n"] + 1):
         with pytest.MonkeyPatch.context() as m:
             kill_at(m, k)
@@ -51,7 +51,9 @@ def test_a_killed_conversion_leaves_the_old_cache_or_the_new_one(tmp_path):
         assert (same(now, old) and source == a) or (same(now, new) and source == b), k
         convert(a, cache)  # the next conversion cleans up and commits again
         assert same(loaded(cache), old)
-        assert len(os.listdir(cache)) == 4, os.listdir(cache)  # meta.json and three split files
+        meta = json.load(open(os.path.join(cache, "meta.json")))
+        named = {"meta.json", meta["texts"], *meta["files"].values()}  # three split files, ids
+        assert set(os.listdir(cache)) == named, os.listdir(cache)
 
 
 def test_a_version_1_cache_still_loads(tmp_path):
@@ -59,12 +61,13 @@ def test_a_version_1_cache_still_loads(tmp_path):
     convert(write(tmp_path / "a.pkl", 1), str(cache))
     expected = loaded(str(cache))
     meta = json.loads((cache / "meta.json").read_text())
+    os.remove(cache / meta.pop("texts"))  # version 1 kept no sample ids
     for split, name in meta.pop("files").items():
         os.rename(cache / name, cache / f"{split}.safetensors")
     (cache / "meta.json").write_text(json.dumps({**meta, "version": 1}))
     assert same(loaded(str(cache)), expected)
     convert(write(tmp_path / "b.pkl", 2), str(cache))  # replaces the version 1 files as a whole
-    assert sorted(n.split(".")[0] for n in os.listdir(cache)) == ["meta", "test", "train", "valid"]
+    assert sorted(n.split(".")[0] for n in os.listdir(cache)) == ["meta", "test", "texts", "train", "valid"]
 
 
 def test_a_meta_naming_foreign_files_is_refused(tmp_path):
@@ -89,4 +92,4 @@ def test_a_killed_first_conversion_does_not_block_the_next(tmp_path, capsys):
     assert not (cache / "meta.json").exists() and len(os.listdir(cache)) >= 2
     assert main(["data", "convert", a, str(cache)]) == 0, capsys.readouterr().err
     convert(a, str(tmp_path / "ref"))
-    assert len(os.listdir(cache)) == 4 and same(loaded(str(cache)), loaded(str(tmp_path / "ref")))
+    assert len(os.listdir(cache)) == 5 and same(loaded(str(cache)), loaded(str(tmp_path / "ref")))  # meta, 3 splits, ids

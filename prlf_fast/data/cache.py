@@ -30,6 +30,8 @@ VERSION = 2
 READABLE_VERSIONS = (1, 2)
 META = "meta.json"
 _SPLIT_FILE = re.compile(r"^(train|valid|test)(\.[0-9a-f]{8})?\.safetensors$")
+# Sample ids and raw text per split (``ids.sample_texts``), when the pickle had them.
+_TEXTS_FILE = re.compile(r"^texts\.[0-9a-f]{8}\.json$")
 
 
 def is_cache(path) -> bool:
@@ -51,17 +53,19 @@ def clean(cache_dir) -> None:
     and split files that its ``meta.json`` does not name (nothing else is touched)."""
     atomic.remove_strays(cache_dir)
     try:
-        keep = set(split_files(read_meta(cache_dir)).values())
+        meta = read_meta(cache_dir)
+        keep = {*split_files(meta).values(), meta.get("texts")}
     except DataError:
         keep = None  # no readable cache here: leave its split-named files alone
     for name in os.listdir(cache_dir):
-        if keep is not None and _SPLIT_FILE.match(name) and name not in keep:
+        if keep is not None and (_SPLIT_FILE.match(name) or _TEXTS_FILE.match(name)) and name not in keep:
             atomic.remove(os.path.join(cache_dir, name))
 
 
-def write_cache(splits: dict, out_dir, source: str, nonfinite: dict) -> None:
-    """Write ``{split: {key: tensor}}`` (as from ``prepare_mmsa``) to ``out_dir`` as one commit:
-    new split files first, then ``meta.json`` naming them (atomically), then the old files go."""
+def write_cache(splits: dict, out_dir, source: str, nonfinite: dict, texts: dict | None = None) -> None:
+    """Write ``{split: {key: tensor}}`` (as from ``prepare_mmsa``) and ``texts``
+    (``{split: {"id"/"raw_text": [str]}}``, when given) to ``out_dir`` as one commit: new files
+    first, then ``meta.json`` naming them (atomically), then the old files go."""
     make_dir(out_dir, user_given=True)
     token = secrets.token_hex(4)
     files = {split: f"{split}.{token}.safetensors" for split in SPLITS}
@@ -76,6 +80,9 @@ def write_cache(splits: dict, out_dir, source: str, nonfinite: dict) -> None:
     meta = {"format": FORMAT, "version": VERSION, "source": os.path.abspath(source),
             "nonfinite": nonfinite, "files": files,
             "shapes": {s: {k: list(v.shape) for k, v in splits[s].items()} for s in SPLITS}}
+    if texts:
+        meta["texts"] = f"texts.{token}.json"
+        write_json(os.path.join(out_dir, meta["texts"]), texts)
     write_json(os.path.join(out_dir, META), meta)
     clean(out_dir)
 
@@ -101,6 +108,19 @@ def read_meta(cache_dir) -> dict:
             isinstance(files.get(s), str) and _SPLIT_FILE.match(files[s]) for s in SPLITS)):
         raise DataError(f"{path}: 'files' must name one split file per split; convert the pickle again")
     return meta
+
+
+def read_texts(cache_dir) -> dict:
+    """``{split: {"id"/"raw_text": [str]}}`` kept by ``write_cache``; {} for a cache without them."""
+    name = read_meta(cache_dir).get("texts")
+    if not (isinstance(name, str) and _TEXTS_FILE.match(name)):
+        return {}
+    path = os.path.join(cache_dir, name)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable sample ids ({exc})") from None
 
 
 def read_cache(cache_dir, preset: str | None = None) -> dict:

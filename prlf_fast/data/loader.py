@@ -5,6 +5,7 @@ import os
 
 from prlf_fast.data.cache import is_cache, read_cache, write_cache
 from prlf_fast.data.errors import DataError
+from prlf_fast.data.ids import sample_texts
 from prlf_fast.data.mmsa import prepare_owned, report_nonfinite
 from prlf_fast.data.safe_pickle import safe_load
 
@@ -35,7 +36,11 @@ def load_mmsa(path, preset: str | None = None) -> dict:
 
 
 def convert(pickle_path, out_dir, preset: str | None = None) -> dict:
-    """Convert an MMSA pickle to a cache directory; returns the non-finite counts replaced."""
-    splits, nonfinite = load_pickle(pickle_path, preset)
-    write_cache(splits, out_dir, os.fspath(pickle_path), nonfinite)
+    """Convert an MMSA pickle to a cache directory (keeping each split's ``id`` and ``raw_text``,
+    see ``cache.read_texts``); returns the non-finite counts replaced."""
+    source = os.fspath(pickle_path)
+    box = [safe_load(pickle_path)]
+    texts = sample_texts(box[0], source)   # before prepare_owned releases the splits
+    splits, nonfinite = prepare_owned(box, source, preset)
+    write_cache(splits, out_dir, source, nonfinite, texts)
     return nonfinite
