@@ -48,7 +48,7 @@ def _attention_specs(dt: str):
 
 def _interact_specs(dt: str):
     streams = torch.empty(64, 2, TOKENS, D_MODEL, device="meta", dtype=DTYPES[dt])
-    weights = [torch.empty(1, device="meta", dtype=DTYPES[dt])] * len(interact.WEIGHT_NAMES)
+    weights = [torch.empty(1, device="meta", dtype=DTYPES[dt])] * 18
     meta = interact._launch_config(streams, weights, HEADS)
     warps = meta.pop("num_warps")
     meta["BF"] = min(interact.FFN_CHUNK, next_block(FFN))

@@ -105,16 +105,6 @@ def test_rejects_bad_inputs(change, message):
         masked_attention(*change(q, k, v, valid))
 
 
-def test_falls_back_to_the_reference_where_triton_cannot_run(monkeypatch):
-    import prlf_fast.kernels.attention as module
-
-    calls = []
-    monkeypatch.setattr(module, "triton_runs_on", lambda device_type: False)
-    monkeypatch.setattr(module.reference, "masked_attention", lambda *a: calls.append(a) or a[0])
-    q, k, v, valid = (t.float() if t.is_floating_point() else t for t in attention_inputs(2, 1, 3, 5, 16, seed=0))
-    assert masked_attention(q, k, v, valid) is q and len(calls) == 1
-
-
 @requires_cuda
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import assert_error_rule, requires_cuda, tiny_config
 
-from prlf_fast.kernels import interact_iteration, interact_stack
-from prlf_fast.kernels.interact import WEIGHT_NAMES
+from prlf_fast.ops import interact_iteration, interact_stack
+from prlf_fast.ops import WEIGHT_NAMES
 from prlf_fast.model.interact import InteractLayer, ProgInteract
 
 pytestmark = pytest.mark.triton
@@ -101,7 +101,7 @@ class FixedDropout(torch.nn.Module):
 
 
 def test_training_dropout_matches_eager_with_the_same_masks(monkeypatch):
-    import prlf_fast.kernels.interact as fused
+    import prlf_fast.ops.interact as fused
 
     p, b, t, d = 0.3, 4, 3, 16
     masks = tuple((torch.rand(b, 2, t, d, generator=torch.Generator().manual_seed(i)) >= p).to(torch.uint8)
@@ -188,14 +188,14 @@ def check_persistent(cfg, b, seed, dtype=torch.float32, device="cpu", autocast=N
 
 
 def test_inference_runs_all_iterations_in_one_persistent_launch(monkeypatch):
-    import prlf_fast.kernels as kernels
+    import prlf_fast.ops as ops
 
     calls = []
     for name in ("interact_stack", "interact_iteration"):
-        def counted(*args, _fn=getattr(kernels, name), _name=name, **kwargs):
+        def counted(*args, _fn=getattr(ops, name), _name=name, **kwargs):
             calls.append(_name)
             return _fn(*args, **kwargs)
-        monkeypatch.setattr(kernels, name, counted)
+        monkeypatch.setattr(ops, name, counted)
     cfg = tiny_config(n_interact=3)
     check_persistent(cfg, b=7, seed=8)
     check_persistent(cfg, b=1, seed=9)
