@@ -15,9 +15,8 @@ import math
 import torch
 import triton
 import triton.language as tl
-from torch.library import wrap_triton
 
-from prlf_fast.kernels.common import dot_precision, load_tile, next_block, on_device, store_tile
+from prlf_fast.kernels.common import dot_precision, launch, load_tile, next_block, store_tile
 
 LOG2E = 1.4426950408889634
 BLOCK_M = 16
@@ -145,12 +144,11 @@ def forward(q, k, v, key_valid):
     if out.numel() == 0:
         return out, lse
     grid = (b * h, triton.cdiv(lq, BLOCK_M))  # B·H on axis 0: axis 1 is limited to 65535
-    with on_device(q):
-        wrap_triton(_fwd_kernel)[grid](
-            q, k, v, q if key_valid is None else key_valid, out, lse, *_strides(q, k, v, key_valid),
-            h, lq, k.shape[2], dh, LOG2E / math.sqrt(dh),
-            BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=next_block(dh), HAS_MASK=key_valid is not None,
-            PREC=dot_precision(q.dtype))
+    launch(_fwd_kernel, grid, q,
+           q, k, v, q if key_valid is None else key_valid, out, lse, *_strides(q, k, v, key_valid),
+           h, lq, k.shape[2], dh, LOG2E / math.sqrt(dh),
+           BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=next_block(dh), HAS_MASK=key_valid is not None,
+           PREC=dot_precision(q.dtype))
     return out, lse
 
 
@@ -169,13 +167,12 @@ def backward(grad_out, q, k, v, key_valid, out, lse):
         return dq, dk, dv
     n_key_blocks = triton.cdiv(lk, BLOCK_N)
     grid = (b * h, n_key_blocks + triton.cdiv(lq, BLOCK_M))
-    with on_device(q):
-        wrap_triton(_bwd_kernel)[grid](
-            q, k, v, q if key_valid is None else key_valid, out, grad_out, lse, dq, dk, dv,
-            *_strides(q, k, v, key_valid),
-            h, lq, lk, dh, 1.0 / math.sqrt(dh), LOG2E / math.sqrt(dh), n_key_blocks,
-            BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=next_block(dh), HAS_MASK=key_valid is not None,
-            PREC=dot_precision(q.dtype))
+    launch(_bwd_kernel, grid, q,
+           q, k, v, q if key_valid is None else key_valid, out, grad_out, lse, dq, dk, dv,
+           *_strides(q, k, v, key_valid),
+           h, lq, lk, dh, 1.0 / math.sqrt(dh), LOG2E / math.sqrt(dh), n_key_blocks,
+           BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=next_block(dh), HAS_MASK=key_valid is not None,
+           PREC=dot_precision(q.dtype))
     return dq, dk, dv
 
 

@@ -7,6 +7,8 @@ import contextlib
 import torch
 import triton
 import triton.language as tl
+from torch._subclasses.fake_tensor import is_fake
+from torch.library import wrap_triton
 
 
 @triton.jit
@@ -41,4 +43,14 @@ def on_device(t: torch.Tensor):
     device is current (as mamba's kernels do): ``torch.cuda.device(t.device)``; nothing on CPU
     (the interpreter)."""
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def launch(kernel, grid, t: torch.Tensor, *args, **meta) -> None:
+    """``wrap_triton(kernel)[grid](*args, **meta)`` on ``t``'s device (``on_device``). Compiled
+    kernels are traced by ``wrap_triton`` under torch.compile; the interpreter's kernels cannot be,
+    and on fake tensors (an op's fake impl, where only the outputs' shapes count) are not run."""
+    if not isinstance(kernel, triton.runtime.JITFunction) and is_fake(t):
+        return
+    with on_device(t):
+        wrap_triton(kernel)[grid](*args, **meta)
 

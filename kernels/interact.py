@@ -18,8 +18,9 @@ kernels.
 Precision: statistics, softmax, GELU and residuals in float32; projection operands in the
 projection weights' dtype (float32 products exactly, without TF32). Activations (streams,
 anchor, gates) may be in a wider dtype than the projections, as under autocast. Offsets of whole
-samples are 64-bit. The ops that launch these kernels (``forward``, ``backward``), their checks,
-autograd and the differentiable entry points are in prlf_fast/ops/interact.py.
+samples are 64-bit where a buffer reaches 2³¹ elements (``WIDE``). The ops that launch these
+kernels (``forward``, ``backward``), their checks, autograd and the differentiable entry points are
+in prlf_fast/ops/interact.py.
 """
 from __future__ import annotations
 
@@ -28,12 +29,11 @@ import math
 import torch
 import triton
 import triton.language as tl
-from torch.library import wrap_triton
 
-from prlf_fast.kernels.common import dot_precision, load_tile, next_block, on_device, store_tile
+from prlf_fast.kernels.common import dot_precision, launch, load_tile, next_block, store_tile
 
 ROWS_PER_PROGRAM = 16    # stream rows per program: whole samples, so 16 // (2T) samples (≥ 1)
-FFN_CHUNK = 32           # FFN hidden units per inner step
+FFN_CHUNK = 16           # FFN hidden units per inner step (32 spilled in the bf16 backward on sm_80)
 NUM_WARPS = 8            # at d = 128, 4 warps spill heavily and 16 cap registers at 128 (see compile_check)
 
 
@@ -92,7 +92,7 @@ def _dropout(x, KEEP, keep_scale, rows, n_rows, cols, D, DROPOUT: tl.constexpr):
 @triton.jit
 def _head_weight_t(W, h, Dh, D, hd, cols):
     """W[h·Dh:(h+1)·Dh, :]ᵀ as a (D × Dh) tile."""
-    return load_tile(W + h * Dh * D, cols, D, 1, hd, Dh, D).to(tl.float32)
+    return load_tile(W + h * Dh * D, cols, D, 1, hd, Dh, D)
 
 
 @triton.jit
@@ -131,8 +131,9 @@ def _attention_half(s, a, g, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, WV, BV, WO,
     DT = WQ.dtype.element_ty
     rows, keys = tl.arange(0, BR), tl.arange(0, BT)
     cols, hd = tl.arange(0, BD), tl.arange(0, BDH)
-    xs = _layernorm(s, _vec(LNSW, cols, D), _vec(LNSB, cols, D), cols, D, eps)
-    xa = _layernorm(a, _vec(LNAW, cols, D), _vec(LNAB, cols, D), cols, D, eps)
+    # Only projections read LN(S) and LN(A): keep them in the projections' dtype (fewer registers).
+    xs = _layernorm(s, _vec(LNSW, cols, D), _vec(LNSB, cols, D), cols, D, eps).to(DT)
+    xa = _layernorm(a, _vec(LNAW, cols, D), _vec(LNAB, cols, D), cols, D, eps).to(DT)
     same = ((rows // (2 * T))[:, None] == (keys // T)[None, :]) \
         & (rows[:, None] < n_rows) & (keys[None, :] < n_keys)
     o = tl.zeros([BR, BD], tl.float32)
@@ -143,7 +144,7 @@ def _attention_half(s, a, g, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, WV, BV, WO,
             _head_weight_t(WV, h, Dh, D, hd, cols), _vec(BV + h * Dh, hd, Dh), same, scale, DT, PREC)
         if STORE_C:
             store_tile(C + h * Dh, ch, rows, n_rows, D, hd, Dh)
-        o += _dot(ch, load_tile(WO + h * Dh, hd, Dh, 1, cols, D, D).to(tl.float32), DT, PREC)
+        o += _dot(ch, load_tile(WO + h * Dh, hd, Dh, 1, cols, D, D), DT, PREC)
     o = _dropout(o + _vec(BO, cols, D)[None, :], KEEP_ATTN, keep_scale, rows, n_rows, cols, D, DROPOUT)
     s1 = s + g[:, None] * o
     return xs, xa, same, o, s1
@@ -152,8 +153,8 @@ def _attention_half(s, a, g, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, WV, BV, WO,
 @triton.jit
 def _ffn_hidden(xf, W1, B1, W2, f0, F, D, cols, fc, DT: tl.constexpr, PREC: tl.constexpr):
     """Pre-GELU FFN hidden units f0..f0+BF and the two weight tiles they use."""
-    w1_t = load_tile(W1 + f0 * D, cols, D, 1, fc, F - f0, D).to(tl.float32)      # (D × BF) = W1[f0:f0+BF]ᵀ
-    w2_t = load_tile(W2 + f0, fc, F - f0, 1, cols, D, F).to(tl.float32)          # (BF × D) = W2[:, f0:f0+BF]ᵀ
+    w1_t = load_tile(W1 + f0 * D, cols, D, 1, fc, F - f0, D)      # (D × BF) = W1[f0:f0+BF]ᵀ
+    w2_t = load_tile(W2 + f0, fc, F - f0, 1, cols, D, F)          # (BF × D) = W2[:, f0:f0+BF]ᵀ
     a1 = _dot(xf, w1_t, DT, PREC) + _vec(B1 + f0, fc, F - f0)[None, :]
     return a1, w1_t, w2_t
 
@@ -164,11 +165,14 @@ def _iteration_fwd_kernel(S, A, G, OUT, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, 
                           B, T, D, H, Dh, F, eps, scale, keep_scale,
                           N_LAYERS: tl.constexpr, SB: tl.constexpr, BR: tl.constexpr, BT: tl.constexpr,
                           BD: tl.constexpr, BDH: tl.constexpr, BF: tl.constexpr, DROPOUT: tl.constexpr,
-                          PREC: tl.constexpr):
+                          PREC: tl.constexpr, WIDE: tl.constexpr):
     """N_LAYERS iterations (unrolled) with per-iteration weights stacked along a leading axis (1 in
     training); the block's streams stay in registers from the first iteration to the last."""
     DT = WQ.dtype.element_ty
-    s0 = tl.program_id(0).to(tl.int64) * SB   # 64-bit offsets of whole samples
+    pid = tl.program_id(0)
+    if WIDE:   # 64-bit offsets: some buffer has 2³¹ elements or more
+        pid = pid.to(tl.int64)
+    s0 = pid * SB
     n_samples = tl.minimum(SB, B - s0)
     n_rows, n_keys = n_samples * 2 * T, n_samples * T
     rows, cols, fc = tl.arange(0, BR), tl.arange(0, BD), tl.arange(0, BF)
@@ -198,9 +202,11 @@ def _iteration_bwd_kernel(S, A, G, DS2, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, 
                           B, T, D, H, Dh, F, eps, scale, keep_scale,
                           SB: tl.constexpr, BR: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
                           BDH: tl.constexpr, BF: tl.constexpr, BG: tl.constexpr, DROPOUT: tl.constexpr,
-                          PREC: tl.constexpr):
+                          PREC: tl.constexpr, WIDE: tl.constexpr):
     DT = WQ.dtype.element_ty
-    pid = tl.program_id(0).to(tl.int64)   # 64-bit offsets of whole samples
+    pid = tl.program_id(0)
+    if WIDE:   # 64-bit offsets: some buffer has 2³¹ elements or more
+        pid = pid.to(tl.int64)
     s0 = pid * SB
     n_samples = tl.minimum(SB, B - s0)
     n_rows, n_keys = n_samples * 2 * T, n_samples * T
@@ -257,7 +263,7 @@ def _iteration_bwd_kernel(S, A, G, DS2, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, 
         wv_t = _head_weight_t(WV, h, Dh, D, hd, cols)
         q, k, v, p, ch = _attend_head(xs, xa, wq_t, _vec(BQ + h * Dh, hd, Dh), wk_t, _vec(BK + h * Dh, hd, Dh),
                                       wv_t, _vec(BV + h * Dh, hd, Dh), same, scale, DT, PREC)
-        dc = _dot(do, tl.trans(load_tile(WO + h * Dh, hd, Dh, 1, cols, D, D).to(tl.float32)), DT, PREC)
+        dc = _dot(do, tl.trans(load_tile(WO + h * Dh, hd, Dh, 1, cols, D, D)), DT, PREC)
         dv = _dot(tl.trans(p), dc, DT, PREC)
         dp = _dot(dc, tl.trans(v), DT, PREC)
         dz = p * (dp - tl.sum(dp * p, axis=1)[:, None])
@@ -286,11 +292,15 @@ def _iteration_bwd_kernel(S, A, G, DS2, LNSW, LNSB, LNAW, LNAB, WQ, BQ, WK, BK, 
 
 
 def _launch_config(streams, weights, n_heads):
-    """Tile sizes: whole samples per program, every extent padded to a power of two ≥ 16."""
-    _, _, t, d = streams.shape
+    """Tile sizes: whole samples per program, every extent padded to a power of two ≥ 16; 64-bit
+    offsets (WIDE) only where a buffer reaches 2³¹ elements (over 500,000 samples at the presets'
+    sizes), since they cost the backward its last registers (compile_check: bf16 spills)."""
+    b, _, t, d = streams.shape
     samples = max(1, ROWS_PER_PROGRAM // (2 * t))
+    wide = (b + samples) * 2 * t * max(d, weights[14].shape[-2]) >= 2**31   # the largest: (B·2T, F or d)
     return dict(SB=samples, BR=next_block(samples * 2 * t), BT=next_block(samples * t), BD=next_block(d),
-                BDH=next_block(d // n_heads), PREC=dot_precision(weights[4].dtype), num_warps=NUM_WARPS)
+                BDH=next_block(d // n_heads), PREC=dot_precision(weights[4].dtype), WIDE=wide,
+                num_warps=NUM_WARPS)
 
 
 def _sizes(streams, weights, n_heads):
@@ -314,11 +324,10 @@ def forward(streams, anchor, gates, weights, keep_attn, keep_ffn, keep_scale, n_
     if grid[0] == 0:
         return out
     sizes = _sizes(streams, weights, n_heads)
-    with on_device(streams):
-        wrap_triton(_iteration_fwd_kernel)[grid](
-            streams, anchor, gates, out, *weights, *_keep_pointers(streams, keep_attn, keep_ffn),
-            *sizes, eps, 1.0 / math.sqrt(sizes[4]), keep_scale,
-            N_LAYERS=n_layers, BF=min(FFN_CHUNK, next_block(sizes[5])), DROPOUT=keep_attn is not None, **cfg)
+    launch(_iteration_fwd_kernel, grid, streams,
+           streams, anchor, gates, out, *weights, *_keep_pointers(streams, keep_attn, keep_ffn),
+           *sizes, eps, 1.0 / math.sqrt(sizes[4]), keep_scale,
+           N_LAYERS=n_layers, BF=min(FFN_CHUNK, next_block(sizes[5])), DROPOUT=keep_attn is not None, **cfg)
     return out
 
 
@@ -345,12 +354,10 @@ def backward(grad_out, streams, anchor, gates, weights, keep_attn, keep_ffn, kee
     # The FFN branch's output gradient: grad_out itself, or (with dropout) written by the kernel.
     dy = torch.empty((rows, d), dtype=dtype, device=dev) if dropout else grad_out.view(rows, d).to(dtype)
     if n_prog:   # (an empty batch launches nothing: every sum and product below is over nothing, so 0)
-        with on_device(streams):
-            wrap_triton(_iteration_bwd_kernel)[(n_prog,)](
-                streams, anchor, gates, grad_out, *weights, *_keep_pointers(streams, keep_attn, keep_ffn),
-                ds, da, dg, part, xs, xa, c, xf, hh, da1, do, dq, dkv, dy,
-                *_sizes(streams, weights, n_heads), eps, 1.0 / math.sqrt(d // n_heads), keep_scale,
-                BF=min(FFN_CHUNK, next_block(f)), BG=triton.next_power_of_2(2 * cfg["SB"]), DROPOUT=dropout,
-                **cfg)
+        launch(_iteration_bwd_kernel, (n_prog,), streams,
+               streams, anchor, gates, grad_out, *weights, *_keep_pointers(streams, keep_attn, keep_ffn),
+               ds, da, dg, part, xs, xa, c, xf, hh, da1, do, dq, dkv, dy,
+               *_sizes(streams, weights, n_heads), eps, 1.0 / math.sqrt(d // n_heads), keep_scale,
+               BF=min(FFN_CHUNK, next_block(f)), BG=triton.next_power_of_2(2 * cfg["SB"]), DROPOUT=dropout, **cfg)
     return [ds, da, dg.to(gates.dtype), part.sum(dim=0),
             dq.t() @ xs, dkv.t() @ xa, do.t() @ c, da1.t() @ xf, dy.t() @ hh]

@@ -121,3 +121,4 @@ def _backward(ctx, grad_out, _grad_lse):
 
 
 masked_attention_fwd.register_autograd(_backward, setup_context=_setup_context)
+registry.opaque_when_interpreted(masked_attention_fwd, masked_attention_bwd)

@@ -73,7 +73,7 @@ def _check(streams, anchor, gates, weights, n_heads, stacked: bool):
         torch._check_value(len(dtypes) == 1,
                            lambda: f"{name}: {group} must share one dtype; got {sorted(map(str, dtypes))}")
     if stacked:
-        torch._check_value(len({w.shape[0] for w in weights}) == 1,
+        torch._check_value(all(w.shape[0] == weights[0].shape[0] for w in weights),
                            lambda: f"{name}: the stacked weights disagree on the number of iterations: "
                                    f"{[tuple(w.shape) for w in weights]}")
 
@@ -133,6 +133,7 @@ def _backward(ctx, grad_out):
 
 
 interact_iteration_fwd.register_autograd(_backward, setup_context=_setup_context)
+registry.opaque_when_interpreted(interact_iteration_fwd, interact_stack_fwd, interact_iteration_bwd)
 
 
 def draw_keep_masks(streams, p: float):

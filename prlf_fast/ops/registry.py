@@ -73,6 +73,19 @@ def triton_runs_on(device_type: str) -> bool:
     return triton_unavailable(torch.device(device_type)) is None
 
 
+def opaque_when_interpreted(*triton_ops) -> None:
+    """Under ``TRITON_INTERPRET=1`` the kernels are not JITFunctions, so torch.compile cannot trace
+    into a ``triton_op``: keep these ops opaque in graphs, as ``custom_op``s are (their fake impls
+    skip the launch), so that a compiled graph calls them and they run eagerly."""
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        return
+    from torch._subclasses.functional_tensor import FunctionalTensorMode
+
+    for op in triton_ops:
+        op.register_torch_dispatch(FunctionalTensorMode, lambda mode, func, types, args, kwargs:
+                                   mode.__torch_dispatch__(func, types, args, kwargs))
+
+
 def cuda_capability(device: torch.device) -> tuple[int, int]:
     """Compute capability of a CUDA device (tests replace this to fake one)."""
     return torch.cuda.get_device_capability(device)
