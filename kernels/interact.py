@@ -34,6 +34,7 @@ from prlf_fast.kernels.common import dot_precision, launch, load_tile, next_bloc
 
 ROWS_PER_PROGRAM = 16    # stream rows per program: whole samples, so 16 // (2T) samples (≥ 1)
 FFN_CHUNK = 16           # FFN hidden units per inner step (32 spilled in the bf16 backward on sm_80)
+WIDE_ELEMENTS = 2**31    # buffers this large get 64-bit offsets
 NUM_WARPS = 8            # at d = 128, 4 warps spill heavily and 16 cap registers at 128 (see compile_check)
 
 
@@ -297,7 +298,7 @@ def _launch_config(streams, weights, n_heads):
     sizes), since they cost the backward its last registers (compile_check: bf16 spills)."""
     b, _, t, d = streams.shape
     samples = max(1, ROWS_PER_PROGRAM // (2 * t))
-    wide = (b + samples) * 2 * t * max(d, weights[14].shape[-2]) >= 2**31   # the largest: (B·2T, F or d)
+    wide = (b + samples) * 2 * t * max(d, weights[14].shape[-2]) >= WIDE_ELEMENTS   # the largest: (B·2T, F or d)
     return dict(SB=samples, BR=next_block(samples * 2 * t), BT=next_block(samples * t), BD=next_block(d),
                 BDH=next_block(d // n_heads), PREC=dot_precision(weights[4].dtype), WIDE=wide,
                 num_warps=NUM_WARPS)

@@ -220,6 +220,15 @@ def test_cuda_noncontiguous_and_side_stream(dtype):
 @requires_cuda
 @requires_cuda_op
 @pytest.mark.cuda
+def test_cuda_small_launch():
+    """Small enough for bench/gpu_check.sh's compute-sanitizer memcheck pass: several hidden-unit
+    chunks, B not a multiple of the kernel's rows per block."""
+    assert_two_x_rule(head_inputs(37, 3, 17, 150, 4, seed=13), torch.float32, "cuda")
+
+
+@requires_cuda
+@requires_cuda_op
+@pytest.mark.cuda
 def test_cuda_opcheck_and_compile():
     args = head_inputs(6, 3, 7, 5, 4, seed=9, dtype=torch.float32, device="cuda")
     torch.library.opcheck(torch.ops.prlf_fast.fisher_reliability.default, args)

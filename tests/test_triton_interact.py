@@ -65,6 +65,17 @@ def test_matches_eager_layer_forward_and_every_gradient(b, t, d, heads, ffn):
     check_parity(b, t, d, heads, ffn, seed=b + t + heads)
 
 
+def test_64_bit_offsets_forced_at_a_small_size(monkeypatch):
+    """The WIDE variant (64-bit sample offsets, chosen from 2³¹ buffer elements, over 500,000
+    samples at the presets' sizes) against the eager layer and the eager iterations."""
+    import prlf_fast.kernels.interact as fused
+
+    monkeypatch.setattr(fused, "WIDE_ELEMENTS", 0)
+    assert fused._launch_config(torch.zeros(1, 2, 3, 16), [torch.zeros(24, 16)] * 18, 2)["WIDE"]
+    check_parity(3, 3, 16, 2, 24, seed=31)
+    check_persistent(tiny_config(n_interact=2), b=3, seed=32)
+
+
 @pytest.mark.parametrize("device, low", [
     ("cpu", torch.float16),
     pytest.param("cuda", torch.bfloat16, marks=[requires_cuda, pytest.mark.cuda]),
