@@ -3,9 +3,12 @@
 aot_dispatch_dynamic), and ``torch.compile(dynamic=True)`` of the whole model's forward and
 backward on backend "triton" at two batch sizes against eager (one graph for both). (The compiled ``prlf_fast::`` op has
 its opcheck in tests/test_extension.py.)"""
+import copy
+
 import pytest
 import torch
-from conftest import random_batch, tiny_config
+from conftest import assert_error_rule, random_batch, tiny_config
+from test_model_triton import batch_to
 
 from prlf_fast import PRLF
 from prlf_fast.ops import WEIGHT_NAMES
@@ -70,25 +73,35 @@ def test_opcheck(name):
 
 
 def test_model_compiles_with_dynamic_shapes_forward_and_backward():
-    """One compiled function, two batch sizes: loss and every gradient as eager computes them."""
+    """One compiled function of the model on backend "triton", two batch sizes: the loss and every
+    gradient against the reference backend by the error rule."""
     torch._dynamo.reset()
-    cfg = tiny_config()
+    cfg = tiny_config(n_interact=1)
     torch.manual_seed(0)
     model = PRLF(cfg, backend="triton").eval()
+    exact_model = copy.deepcopy(model).double()
+    exact_model.backend = "reference"
 
     def loss_fn(batch):
         return model.loss(model(batch), batch)["total"]
+
+    def loss_and_grads(fn, batch, params):
+        loss = fn(batch)
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        return [loss, *(torch.zeros_like(p) if g is None else g for p, g in zip(params, grads))]
 
     # aot_eager: Dynamo and AOTAutograd (fake impls, symbolic shapes, the autograd registrations)
     # without Inductor's C++ code generation, which takes minutes on 2 cores; on CUDA the kernel
     # tests compile with Inductor.
     compiled = torch.compile(loss_fn, dynamic=True, fullgraph=True, backend="aot_eager")
+    names = ["loss", *(n for n, _ in model.named_parameters())]
+    params = list(model.parameters())
     for b, seed in ((3, 1), (5, 2)):
         batch = random_batch(cfg, b, seed=seed, lengths={"audio": torch.tensor([0] + [4] * (b - 1))})
-        eager_loss = loss_fn(batch)
-        eager_grads = torch.autograd.grad(eager_loss, list(model.parameters()), allow_unused=True)
-        loss = compiled(batch)
-        grads = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
-        torch.testing.assert_close(loss, eager_loss, rtol=1e-5, atol=1e-6)
-        for (name, _), g, e in zip(model.named_parameters(), grads, eager_grads):
-            torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6, msg=name)
+        model.backend = "triton"
+        fast = loss_and_grads(compiled, batch, params)
+        model.backend = "reference"
+        same = loss_and_grads(loss_fn, batch, params)
+        exact = loss_and_grads(lambda x: exact_model.loss(exact_model(x), x)["total"],
+                               batch_to(batch, torch.float64, "cpu"), list(exact_model.parameters()))
+        assert_error_rule(fast, same, exact, names)
