@@ -47,8 +47,8 @@ class InteractLayer(nn.Module):
                 low = torch.get_autocast_dtype(device)
                 weights = [w.to(low) if i in ops.PROJECTION_INDICES else w for i, w in enumerate(weights)]
             return ops.interact_iteration(streams, anchor, gates.to(streams.dtype), weights,
-                                              self.attn.n_heads, self.norm_stream.eps,
-                                              dropout=self.drop.p if self.training else 0.0)
+                                          self.attn.n_heads, self.norm_stream.eps,
+                                          dropout=self.drop.p if self.training else 0.0)
         b, j, t, d = streams.shape
         q = self.norm_stream(streams).reshape(b, j * t, d)
         attended = self.attn(q, self.norm_anchor(anchor), backend=backend).view(b, j, t, d)
@@ -74,8 +74,8 @@ class ProgInteract(nn.Module):
         if self.uses_persistent(backend, streams, anchor, gates):
             first = self.layers[0]
             return anchor, ops.interact_stack(streams, anchor, gates.to(streams.dtype),
-                                                  self.stacked_weights(streams.device.type),
-                                                  first.attn.n_heads, first.norm_stream.eps)
+                                              self.stacked_weights(streams.device.type),
+                                              first.attn.n_heads, first.norm_stream.eps)
         for layer in self.layers:
             streams = layer(streams, anchor, gates, backend=backend)
         return anchor, streams

@@ -79,7 +79,8 @@ def _check(z, w1, b1, w2, b2):
     for name, shape in {"w1": (m, h, d), "b1": (m, h), "w2": (m, k, h), "b2": (m, k)}.items():
         torch._check_value(tuple(named[name].shape) == shape,
                            lambda: f"fisher_reliability: {name} must have shape {shape} for z (B, M, d) = "
-                                   f"{tuple(z.shape)}, w1 (M, d_h, d) and w2 (M, K, d_h); got {tuple(named[name].shape)}")
+                                   f"{tuple(z.shape)}, w1 (M, d_h, d) and w2 (M, K, d_h); "
+                                   f"got {tuple(named[name].shape)}")
     torch._check_value(min(m, d, h, k) >= 1,
                        lambda: f"fisher_reliability: M, d, d_h and K must be >= 1, got M={m}, d={d}, d_h={h}, K={k}")
     for name, t in named.items():
