@@ -3,9 +3,12 @@
 Environment knobs (see README):
   PRLF_FAST_SKIP_EXT=1       pure-Python install, no extension
   PRLF_FAST_CUDA=0|1         force CUDA sources off/on (default: on iff torch has CUDA and nvcc matches)
-  PRLF_FAST_CUDA_ARCHS=90    CUDA architectures (CMake syntax, default 90)
+  PRLF_FAST_CUDA_ARCHS=...   CUDA architectures in CMake syntax ("80-real;90"); default, as PyTorch
+                             extensions do: TORCH_CUDA_ARCH_LIST ("8.0;9.0+PTX"), else the visible
+                             GPUs, else 80-real;90 (prlf_fast/_cuda_arch.py)
   PRLF_FAST_BUILD_TYPE=Release
 """
+import importlib.util
 import json
 import os
 import re
@@ -18,6 +21,19 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
+
+
+def _load_cuda_arch():
+    """prlf_fast/_cuda_arch.py, loaded by path: the package itself is not importable yet."""
+    spec = importlib.util.spec_from_file_location("_prlf_cuda_arch", ROOT / "prlf_fast" / "_cuda_arch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _visible_capabilities(torch):
+    return [torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())] \
+        if torch.cuda.is_available() else []
 
 
 def _nvcc_version(nvcc):
@@ -63,7 +79,8 @@ class CMakeBuild(build_ext):
         build_dir = Path(self.build_temp).resolve() / "cmake"
         build_dir.mkdir(parents=True, exist_ok=True)
         with_cuda, nvcc, nvcc_ver, why = _cuda_plan(torch)
-        archs = os.environ.get("PRLF_FAST_CUDA_ARCHS", "90")
+        archs, archs_why = _load_cuda_arch().default_archs(os.environ, _visible_capabilities(torch)) \
+            if with_cuda else (None, None)
         build_type = os.environ.get("PRLF_FAST_BUILD_TYPE", "Release")
         py_ver = f"{sys.version_info.major}.{sys.version_info.minor}"
         abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
@@ -83,7 +100,8 @@ class CMakeBuild(build_ext):
         ]
         if with_cuda:
             args += [f"-DCMAKE_CUDA_ARCHITECTURES={archs}", f"-DCMAKE_CUDA_COMPILER={nvcc}"]
-        print(f"prlf_fast: building extension (CUDA: {with_cuda}, {why})", flush=True)
+        print(f"prlf_fast: building extension (CUDA: {with_cuda}, {why}"
+              + (f"; architectures {archs} from {archs_why})" if with_cuda else ")"), flush=True)
         subprocess.run(args, check=True)
         jobs = os.environ.get("MAX_JOBS", str(os.cpu_count() or 2))
         subprocess.run(["cmake", "--build", str(build_dir), "--parallel", jobs], check=True)
@@ -93,7 +111,7 @@ class CMakeBuild(build_ext):
             "cuda_built": with_cuda,
             "cuda_reason": why,
             "nvcc": nvcc_ver,
-            "cuda_archs": archs if with_cuda else None,
+            "cuda_archs": archs,
             "python": py_ver,
             "cxx11_abi": bool(abi),
             "build_type": build_type,

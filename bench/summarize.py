@@ -75,7 +75,7 @@ def render_machine(folder: pathlib.Path):
                       f"torch {info.get('torch')}, triton {info.get('triton')}, commit {info.get('commit')}, "
                       f"{data.get('datetime', '')[:19]}", "", f"Command: `{info.get('command')}`", ""]
             lines += benchmark_table(data["benchmarks"]) + [""]
-        elif "variants" in data:
+        if "variants" in data:   # e2e_mosei.py's own file, or merged into gpu_check.sh's bench.json
             lines += [f"`{rel}`", ""] + e2e_table(data) + [""]
     return lines
 

@@ -4,32 +4,23 @@
 Lk) bool (or None: all keys valid, nothing read); softmax scale Dh^-1/2. A query row with no valid
 key returns exactly 0 and passes no gradient. The forward also stores the per-row log-sum-exp (base
 2, +inf for a row with no valid key) so the backward recomputes the probabilities without a second
-softmax pass.
+softmax pass. Offsets of whole samples are 64-bit (B·L·d passes 2³¹ at MOSEI's pooling shapes
+from B ≈ 33,600). The ops that launch these kernels, their checks and autograd are registered in
+prlf_fast/ops/attention.py.
 """
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
 
-from prlf_fast import reference
-from prlf_fast.kernels.common import dot_precision, next_block
-from prlf_fast.ops.dispatch import triton_runs_on
+from prlf_fast.kernels.common import dot_precision, launch, load_tile, next_block, store_tile
 
 LOG2E = 1.4426950408889634
 BLOCK_M = 16
 BLOCK_N = 64
-
-
-@triton.jit
-def _load_rows(ptr, stride_row, stride_col, rows, n_rows, cols, n_cols):
-    """A (rows × cols) tile; out-of-range entries read 0."""
-    mask = (rows[:, None] < n_rows) & (cols[None, :] < n_cols)
-    return tl.load(ptr + rows[:, None] * stride_row + cols[None, :] * stride_col, mask=mask, other=0.0)
 
 
 @triton.jit
@@ -46,19 +37,19 @@ def _fwd_kernel(Q, K, V, VALID, O, LSE,
                 H, Lq, Lk, Dh, scale2,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                 HAS_MASK: tl.constexpr, PREC: tl.constexpr):
-    pid_bh, pid_m = tl.program_id(0), tl.program_id(1)
+    pid_bh, pid_m = tl.program_id(0).to(tl.int64), tl.program_id(1)   # 64-bit sample offsets
     b, h = pid_bh // H, pid_bh % H
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_D)
-    q = _load_rows(Q + b * sqb + h * sqh, sqm, sqd, rows, Lq, cols, Dh)
+    q = load_tile(Q + b * sqb + h * sqh, rows, Lq, sqm, cols, Dh, sqd)
     m_i = tl.full([BLOCK_M], -1.0e30, tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     for start_n in range(0, Lk, BLOCK_N):
         keys = start_n + tl.arange(0, BLOCK_N)
         valid = _key_valid(VALID, b, sab, san, keys, Lk, HAS_MASK)
-        k = _load_rows(K + b * skb + h * skh, skn, skd, keys, Lk, cols, Dh)
-        v = _load_rows(V + b * svb + h * svh, svn, svd, keys, Lk, cols, Dh)
+        k = load_tile(K + b * skb + h * skh, keys, Lk, skn, cols, Dh, skd)
+        v = load_tile(V + b * svb + h * svh, keys, Lk, svn, cols, Dh, svd)
         s = tl.dot(q, tl.trans(k), input_precision=PREC) * scale2
         s = tl.where(valid[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
@@ -70,8 +61,7 @@ def _fwd_kernel(Q, K, V, VALID, O, LSE,
     has_key = l_i > 0.0
     out = tl.where(has_key[:, None], acc / tl.where(has_key, l_i, 1.0)[:, None], 0.0)
     lse = tl.where(has_key, m_i + tl.log2(tl.where(has_key, l_i, 1.0)), float("inf"))
-    o_ptrs = O + pid_bh * Lq * Dh + rows[:, None] * Dh + cols[None, :]
-    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=(rows[:, None] < Lq) & (cols[None, :] < Dh))
+    store_tile(O + pid_bh * Lq * Dh, out, rows, Lq, Dh, cols, Dh)
     tl.store(LSE + pid_bh * Lq + rows, lse, mask=rows < Lq)
 
 
@@ -85,9 +75,9 @@ def _probs(q, k, lse, valid, scale2, PREC: tl.constexpr):
 @triton.jit
 def _query_block(q_base, sqm, sqd, DO, O, LSE, o_base, row_base, rows, Lq, cols, Dh):
     """q, dO, the log-sum-exp and Δ = rowsum(dO ⊙ O) of a block of query rows."""
-    q = _load_rows(q_base, sqm, sqd, rows, Lq, cols, Dh)
-    do = _load_rows(DO + o_base, Dh, 1, rows, Lq, cols, Dh)
-    o = _load_rows(O + o_base, Dh, 1, rows, Lq, cols, Dh)
+    q = load_tile(q_base, rows, Lq, sqm, cols, Dh, sqd)
+    do = load_tile(DO + o_base, rows, Lq, Dh, cols, Dh, 1)
+    o = load_tile(O + o_base, rows, Lq, Dh, cols, Dh, 1)
     lse = tl.load(LSE + row_base + rows, mask=rows < Lq, other=float("inf"))
     return q, do, lse, tl.sum(do.to(tl.float32) * o.to(tl.float32), axis=1)
 
@@ -100,7 +90,7 @@ def _bwd_kernel(Q, K, V, VALID, O, DO, LSE, DQ, DK, DV,
                 HAS_MASK: tl.constexpr, PREC: tl.constexpr):
     """Programs [0, n_key_blocks) accumulate dK, dV of one key block over all queries; the
     others accumulate dQ of one query block over all keys. No atomics: deterministic."""
-    pid_bh, pid = tl.program_id(0), tl.program_id(1)
+    pid_bh, pid = tl.program_id(0).to(tl.int64), tl.program_id(1)     # 64-bit sample offsets
     b, h = pid_bh // H, pid_bh % H
     cols = tl.arange(0, BLOCK_D)
     q_base, k_base, v_base = Q + b * sqb + h * sqh, K + b * skb + h * skh, V + b * svb + h * svh
@@ -108,8 +98,8 @@ def _bwd_kernel(Q, K, V, VALID, O, DO, LSE, DQ, DK, DV,
     if pid < n_key_blocks:
         keys = pid * BLOCK_N + tl.arange(0, BLOCK_N)
         valid = _key_valid(VALID, b, sab, san, keys, Lk, HAS_MASK)
-        k = _load_rows(k_base, skn, skd, keys, Lk, cols, Dh)
-        v = _load_rows(v_base, svn, svd, keys, Lk, cols, Dh)
+        k = load_tile(k_base, keys, Lk, skn, cols, Dh, skd)
+        v = load_tile(v_base, keys, Lk, svn, cols, Dh, svd)
         dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
         dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
         for start_m in range(0, Lq, BLOCK_M):
@@ -121,9 +111,8 @@ def _bwd_kernel(Q, K, V, VALID, O, DO, LSE, DQ, DK, DV,
             ds = p * (dp - delta[:, None])
             dk += tl.dot(tl.trans(ds).to(q.dtype), q, input_precision=PREC)
         dk = dk * scale
-        kv_mask = (keys[:, None] < Lk) & (cols[None, :] < Dh)
-        tl.store(DK + kv_base + keys[:, None] * Dh + cols[None, :], dk.to(DK.dtype.element_ty), mask=kv_mask)
-        tl.store(DV + kv_base + keys[:, None] * Dh + cols[None, :], dv.to(DV.dtype.element_ty), mask=kv_mask)
+        store_tile(DK + kv_base, dk, keys, Lk, Dh, cols, Dh)
+        store_tile(DV + kv_base, dv, keys, Lk, Dh, cols, Dh)
     else:
         rows = (pid - n_key_blocks) * BLOCK_M + tl.arange(0, BLOCK_M)
         q, do, lse, delta = _query_block(q_base, sqm, sqd, DO, O, LSE, o_base, row_base, rows, Lq, cols, Dh)
@@ -131,44 +120,41 @@ def _bwd_kernel(Q, K, V, VALID, O, DO, LSE, DQ, DK, DV,
         for start_n in range(0, Lk, BLOCK_N):
             keys = start_n + tl.arange(0, BLOCK_N)
             valid = _key_valid(VALID, b, sab, san, keys, Lk, HAS_MASK)
-            k = _load_rows(k_base, skn, skd, keys, Lk, cols, Dh)
-            v = _load_rows(v_base, svn, svd, keys, Lk, cols, Dh)
+            k = load_tile(k_base, keys, Lk, skn, cols, Dh, skd)
+            v = load_tile(v_base, keys, Lk, svn, cols, Dh, svd)
             p = _probs(q, k, lse, valid, scale2, PREC)
             dp = tl.dot(do, tl.trans(v), input_precision=PREC)
             ds = p * (dp - delta[:, None])
             dq += tl.dot(ds.to(k.dtype), k, input_precision=PREC)
         dq = dq * scale
-        tl.store(DQ + o_base + rows[:, None] * Dh + cols[None, :], dq.to(DQ.dtype.element_ty),
-                 mask=(rows[:, None] < Lq) & (cols[None, :] < Dh))
+        store_tile(DQ + o_base, dq, rows, Lq, Dh, cols, Dh)
 
 
 def _strides(q, k, v, key_valid):
     return (*q.stride(), *k.stride(), *v.stride(), *((0, 0) if key_valid is None else key_valid.stride()))
 
 
-@triton_op("prlf_fast_triton::masked_attention_fwd", mutates_args=())
-def masked_attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                         key_valid: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(output (B, H, Lq, Dh) contiguous, base-2 log-sum-exp (B, H, Lq) float32); no mask = all valid."""
+def forward(q, k, v, key_valid):
+    """Launch the forward on the tensors' device: (output (B, H, Lq, Dh) contiguous, base-2
+    log-sum-exp (B, H, Lq) float32). The body of op ``prlf_fast_triton::masked_attention_fwd``
+    (prlf_fast/ops/attention.py), which checks the inputs."""
     b, h, lq, dh = q.shape
     out = torch.empty((b, h, lq, dh), dtype=q.dtype, device=q.device)
     lse = torch.empty((b, h, lq), dtype=torch.float32, device=q.device)
     if out.numel() == 0:
         return out, lse
     grid = (b * h, triton.cdiv(lq, BLOCK_M))  # B·H on axis 0: axis 1 is limited to 65535
-    wrap_triton(_fwd_kernel)[grid](
-        q, k, v, q if key_valid is None else key_valid, out, lse, *_strides(q, k, v, key_valid),
-        h, lq, k.shape[2], dh, LOG2E / math.sqrt(dh),
-        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=next_block(dh), HAS_MASK=key_valid is not None,
-        PREC=dot_precision(q.dtype))
+    launch(_fwd_kernel, grid, q,
+           q, k, v, q if key_valid is None else key_valid, out, lse, *_strides(q, k, v, key_valid),
+           h, lq, k.shape[2], dh, LOG2E / math.sqrt(dh),
+           BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=next_block(dh), HAS_MASK=key_valid is not None,
+           PREC=dot_precision(q.dtype))
     return out, lse
 
 
-@triton_op("prlf_fast_triton::masked_attention_bwd", mutates_args=())
-def masked_attention_bwd(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                         key_valid: Optional[torch.Tensor], out: torch.Tensor,
-                         lse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dq, dk, dv), contiguous, in one launch."""
+def backward(grad_out, q, k, v, key_valid, out, lse):
+    """Launch the backward: (dq, dk, dv), contiguous, in one launch. The body of op
+    ``prlf_fast_triton::masked_attention_bwd``."""
     b, h, lq, dh = q.shape
     lk = k.shape[2]
     grad_out = grad_out.contiguous()
@@ -181,49 +167,17 @@ def masked_attention_bwd(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tenso
         return dq, dk, dv
     n_key_blocks = triton.cdiv(lk, BLOCK_N)
     grid = (b * h, n_key_blocks + triton.cdiv(lq, BLOCK_M))
-    wrap_triton(_bwd_kernel)[grid](
-        q, k, v, q if key_valid is None else key_valid, out, grad_out, lse, dq, dk, dv,
-        *_strides(q, k, v, key_valid),
-        h, lq, lk, dh, 1.0 / math.sqrt(dh), LOG2E / math.sqrt(dh), n_key_blocks,
-        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=next_block(dh), HAS_MASK=key_valid is not None,
-        PREC=dot_precision(q.dtype))
+    launch(_bwd_kernel, grid, q,
+           q, k, v, q if key_valid is None else key_valid, out, grad_out, lse, dq, dk, dv,
+           *_strides(q, k, v, key_valid),
+           h, lq, lk, dh, 1.0 / math.sqrt(dh), LOG2E / math.sqrt(dh), n_key_blocks,
+           BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=next_block(dh), HAS_MASK=key_valid is not None,
+           PREC=dot_precision(q.dtype))
     return dq, dk, dv
 
 
-def _setup_context(ctx, inputs, output):
-    q, k, v, key_valid = inputs
-    out, lse = output
-    ctx.mark_non_differentiable(lse)
-    ctx.save_for_backward(q, k, v, key_valid, out, lse)
-
-
-def _backward(ctx, grad_out, _grad_lse):
-    q, k, v, key_valid, out, lse = ctx.saved_tensors
-    dq, dk, dv = masked_attention_bwd(grad_out, q, k, v, key_valid, out, lse)
-    return dq, dk, dv, None
-
-
-masked_attention_fwd.register_autograd(_backward, setup_context=_setup_context)
-
-
-def _check(q, k, v, key_valid):
-    if q.dim() != 4 or k.shape != v.shape or k.dim() != 4 or q.shape[:2] != k.shape[:2] \
-            or q.shape[3] != k.shape[3]:
-        raise ValueError(f"masked_attention: expected q (B, H, Lq, Dh) and k, v (B, H, Lk, Dh); "
-                         f"got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
-    if key_valid is not None and (key_valid.dtype != torch.bool
-                                  or tuple(key_valid.shape) != (k.shape[0], k.shape[2])):
-        raise ValueError(f"masked_attention: key_valid must be bool (B, Lk) = {(k.shape[0], k.shape[2])}; "
-                         f"got {key_valid.dtype} {tuple(key_valid.shape)}")
-    if not (q.dtype == k.dtype == v.dtype) or q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise ValueError(f"masked_attention: q, k, v must share one of float32/float16/bfloat16; "
-                         f"got {q.dtype}, {k.dtype}, {v.dtype}")
-
-
 def masked_attention(q, k, v, key_valid=None):
-    """softmax(q kᵀ / √Dh over valid keys) v; differentiable; ``key_valid`` None = every key valid.
-    Runs the reference where Triton cannot run."""
-    _check(q, k, v, key_valid)
-    if not triton_runs_on(q.device.type):
-        return reference.masked_attention(q, k, v, key_valid)
-    return masked_attention_fwd(q, k, v, key_valid)[0]
+    """softmax(q kᵀ / √Dh over valid keys) v through the Triton kernels, differentiable (op
+    ``prlf_fast_triton::masked_attention_fwd``); ``key_valid`` None = every key valid. Runs on
+    CUDA tensors, or on CPU tensors under ``TRITON_INTERPRET=1``; ValueError on bad inputs."""
+    return torch.ops.prlf_fast_triton.masked_attention_fwd(q, k, v, key_valid)[0]

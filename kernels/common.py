@@ -1,8 +1,30 @@
-"""Small host-side helpers shared by the Triton kernels."""
+"""Helpers shared by the Triton kernels: tile loads and stores (device side), tile sizes, the
+``tl.dot`` precision and the launch guard (host side)."""
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import triton
+import triton.language as tl
+from torch._subclasses.fake_tensor import is_fake
+from torch.library import wrap_triton
+
+
+@triton.jit
+def load_tile(ptr, rows, n_rows, stride_r, cols, n_cols, stride_c):
+    """The (rows × cols) tile at ``ptr + rows·stride_r + cols·stride_c`` in the pointer's dtype;
+    out-of-range entries read 0. Callers pass 64-bit ``ptr`` offsets for whole samples; ``rows``
+    and ``cols`` index within one sample."""
+    mask = (rows[:, None] < n_rows) & (cols[None, :] < n_cols)
+    return tl.load(ptr + rows[:, None] * stride_r + cols[None, :] * stride_c, mask=mask, other=0.0)
+
+
+@triton.jit
+def store_tile(ptr, x, rows, n_rows, stride_r, cols, n_cols):
+    """Store ``x`` (rows × cols, unit column stride) in the pointer's dtype; in range only."""
+    mask = (rows[:, None] < n_rows) & (cols[None, :] < n_cols)
+    tl.store(ptr + rows[:, None] * stride_r + cols[None, :], x.to(ptr.dtype.element_ty), mask=mask)
 
 
 def next_block(n: int) -> int:
@@ -14,3 +36,21 @@ def dot_precision(dtype: torch.dtype) -> str:
     """``tl.dot`` input precision: exact fp32 products for float32 tensors (no TF32), so the
     kernels meet the same error bound as the float32 reference; native for 16-bit types."""
     return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def on_device(t: torch.Tensor):
+    """Context in which a launch on ``t`` runs on ``t``'s GPU and its current stream, whatever
+    device is current (as mamba's kernels do): ``torch.cuda.device(t.device)``; nothing on CPU
+    (the interpreter)."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def launch(kernel, grid, t: torch.Tensor, *args, **meta) -> None:
+    """``wrap_triton(kernel)[grid](*args, **meta)`` on ``t``'s device (``on_device``). Compiled
+    kernels are traced by ``wrap_triton`` under torch.compile; the interpreter's kernels cannot be,
+    and on fake tensors (an op's fake impl, where only the outputs' shapes count) are not run."""
+    if not isinstance(kernel, triton.runtime.JITFunction) and is_fake(t):
+        return
+    with on_device(t):
+        wrap_triton(kernel)[grid](*args, **meta)
+

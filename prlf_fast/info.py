@@ -8,7 +8,8 @@ import torch
 
 import prlf_fast
 from prlf_fast import _extension
-from prlf_fast.ops.dispatch import OPS, implementation, triton_importable, triton_runs_on
+from prlf_fast.ops import OPS, select
+from prlf_fast.ops.registry import triton_importable, triton_runs_on
 
 
 def report() -> str:
@@ -33,16 +34,16 @@ def report() -> str:
         lines.append(f"  cpu         {_extension.extension().cpu_features()}")
         lines.append(f"  ops         {', '.join(_extension.registered_ops()) or 'none'}")
     lines.append("")
-    lines.append(f"{'op':<22}{'backend':<11}{'cpu':<12}{'cuda':<12}")
+    lines.append("Each op's implementation per backend and device (float32), and why not the others:")
     for op in OPS:
+        lines.append(f"{op}")
         for backend in ("reference", "fast", "triton"):
-            cells = []
             for dev in ("cpu", "cuda"):
                 try:
-                    cells.append(implementation(op, backend, dev))
-                except RuntimeError:
-                    cells.append("unavailable")
-            lines.append(f"{op:<22}{backend:<11}{cells[0]:<12}{cells[1]:<12}")
+                    cell = select(op, backend, dev).explain()
+                except RuntimeError as exc:
+                    cell = f"unavailable: {exc}"
+                lines.append(f"  {backend:<10}{dev:<6}{cell}")
     return "\n".join(lines)
 
 

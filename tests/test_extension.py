@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from prlf_fast import _extension
-from prlf_fast.ops.dispatch import implementation
+from prlf_fast.ops import implementation
 
 ext = pytest.mark.skipif(_extension.extension() is None, reason=f"extension unavailable: {_extension.problem()}")
 
@@ -62,7 +62,7 @@ import warnings, torch
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     from prlf_fast import PRLF, PRLFConfig
-    from prlf_fast.ops.dispatch import implementation
+    from prlf_fast.ops import implementation
     assert implementation("fisher_reliability", "fast", "cpu") == "reference"
     assert implementation("fisher_reliability", "fast", "cuda") == "reference"
     import prlf_fast.ops as ops

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from prlf_fast import _extension, ops, reference
-from prlf_fast.ops.dispatch import implementation
+from prlf_fast.ops import implementation
 from conftest import requires_cuda, tiny_config
 
 requires_cuda_op = pytest.mark.skipif(not _extension.has_cuda_kernels(),
@@ -132,12 +132,13 @@ def test_public_entry_uses_the_extension_on_cpu():
     (lambda a: tuple(t.int() for t in a), "not supported"),
 ])
 def test_invalid_inputs_raise_clear_errors(bad, message):
+    """One check per input: csrc/fisher_checks.h on real tensors, the fake impl's on meta ones
+    (the "device" case dispatches to Meta); the same ValueError either way."""
     args = bad(head_inputs(4, 3, 5, 6, 3))
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        ops.fisher_reliability(*args)
-    if message != "device":  # a meta tensor would dispatch the raw op to Meta
-        with pytest.raises(RuntimeError, match="fisher_reliability"):
-            torch.ops.prlf_fast.fisher_reliability(*args)
+    pattern = message.replace("(", r"\(").replace(")", r"\)")
+    for fn in (ops.fisher_reliability, torch.ops.prlf_fast.fisher_reliability):
+        with pytest.raises(ValueError, match=pattern):
+            fn(*args)
 
 
 def test_opcheck():
@@ -214,6 +215,15 @@ def test_cuda_noncontiguous_and_side_stream(dtype):
     torch.cuda.current_stream().wait_stream(stream)
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=0, atol=0)
+
+
+@requires_cuda
+@requires_cuda_op
+@pytest.mark.cuda
+def test_cuda_small_launch():
+    """Small enough for bench/gpu_check.sh's compute-sanitizer memcheck pass: several hidden-unit
+    chunks, B not a multiple of the kernel's rows per block."""
+    assert_two_x_rule(head_inputs(37, 3, 17, 150, 4, seed=13), torch.float32, "cuda")
 
 
 @requires_cuda

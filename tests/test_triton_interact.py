@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import assert_error_rule, requires_cuda, tiny_config
 
-from prlf_fast.kernels import interact_iteration, interact_stack
-from prlf_fast.kernels.interact import WEIGHT_NAMES
+from prlf_fast.ops import interact_iteration, interact_stack
+from prlf_fast.ops import WEIGHT_NAMES
 from prlf_fast.model.interact import InteractLayer, ProgInteract
 
 pytestmark = pytest.mark.triton
@@ -65,6 +65,17 @@ def test_matches_eager_layer_forward_and_every_gradient(b, t, d, heads, ffn):
     check_parity(b, t, d, heads, ffn, seed=b + t + heads)
 
 
+def test_64_bit_offsets_forced_at_a_small_size(monkeypatch):
+    """The WIDE variant (64-bit sample offsets, chosen from 2³¹ buffer elements, over 500,000
+    samples at the presets' sizes) against the eager layer and the eager iterations."""
+    import prlf_fast.kernels.interact as fused
+
+    monkeypatch.setattr(fused, "WIDE_ELEMENTS", 0)
+    assert fused._launch_config(torch.zeros(1, 2, 3, 16), [torch.zeros(24, 16)] * 18, 2)["WIDE"]
+    check_parity(3, 3, 16, 2, 24, seed=31)
+    check_persistent(tiny_config(n_interact=2), b=3, seed=32)
+
+
 @pytest.mark.parametrize("device, low", [
     ("cpu", torch.float16),
     pytest.param("cuda", torch.bfloat16, marks=[requires_cuda, pytest.mark.cuda]),
@@ -101,7 +112,7 @@ class FixedDropout(torch.nn.Module):
 
 
 def test_training_dropout_matches_eager_with_the_same_masks(monkeypatch):
-    import prlf_fast.kernels.interact as fused
+    import prlf_fast.ops.interact as fused
 
     p, b, t, d = 0.3, 4, 3, 16
     masks = tuple((torch.rand(b, 2, t, d, generator=torch.Generator().manual_seed(i)) >= p).to(torch.uint8)
@@ -188,14 +199,14 @@ def check_persistent(cfg, b, seed, dtype=torch.float32, device="cpu", autocast=N
 
 
 def test_inference_runs_all_iterations_in_one_persistent_launch(monkeypatch):
-    import prlf_fast.kernels as kernels
+    import prlf_fast.ops as ops
 
     calls = []
     for name in ("interact_stack", "interact_iteration"):
-        def counted(*args, _fn=getattr(kernels, name), _name=name, **kwargs):
+        def counted(*args, _fn=getattr(ops, name), _name=name, **kwargs):
             calls.append(_name)
             return _fn(*args, **kwargs)
-        monkeypatch.setattr(kernels, name, counted)
+        monkeypatch.setattr(ops, name, counted)
     cfg = tiny_config(n_interact=3)
     check_persistent(cfg, b=7, seed=8)
     check_persistent(cfg, b=1, seed=9)

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from prlf_fast.model.layers import FeedForward, MultiHeadAttention
-from prlf_fast.ops.dispatch import implementation
+from prlf_fast import ops
 
 
 class InteractLayer(nn.Module):
@@ -13,7 +13,7 @@ class InteractLayer(nn.Module):
 
     Both streams share the weights and the anchor, so their 2T query rows attend to the same
     T anchor keys in one attention call. Backends that select the fused Triton iteration
-    (``prlf_fast.kernels.interact_iteration``) run it instead of the eager modules below, with the
+    (``prlf_fast.ops.interact_iteration``) run it instead of the eager modules below, with the
     same parameters and the same dropout semantics (in training mode, a keep mask per branch).
     """
 
@@ -27,7 +27,7 @@ class InteractLayer(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def fused_weights(self) -> list:
-        """The parameters in the order of ``prlf_fast.kernels.interact.WEIGHT_NAMES``."""
+        """The parameters in the order of ``prlf_fast.ops.WEIGHT_NAMES``."""
         attn, ffn = self.attn, self.ffn
         return [self.norm_stream.weight, self.norm_stream.bias, self.norm_anchor.weight, self.norm_anchor.bias,
                 attn.q_proj.weight, attn.q_proj.bias, attn.k_proj.weight, attn.k_proj.bias,
@@ -36,22 +36,19 @@ class InteractLayer(nn.Module):
 
     def uses_fused(self, backend: str, streams) -> bool:
         """Whether a call with ``backend`` on ``streams``' device runs the fused Triton iteration."""
-        return implementation("interact_iteration", backend, streams.device.type) == "triton"
+        return ops.implementation("interact_iteration", backend, streams.device, streams.dtype) == "triton"
 
     def forward(self, streams, anchor, gates, backend: str = "reference"):
         """streams (B, 2, T, d), anchor (B, T, d), gates (B, 2) -> updated streams."""
         if self.uses_fused(backend, streams):
-            from prlf_fast import kernels
-            from prlf_fast.kernels.interact import PROJECTION_INDICES
-
             weights = self.fused_weights()
             device = streams.device.type
             if torch.is_autocast_enabled(device):   # projections in the autocast dtype, as nn.Linear would
                 low = torch.get_autocast_dtype(device)
-                weights = [w.to(low) if i in PROJECTION_INDICES else w for i, w in enumerate(weights)]
-            return kernels.interact_iteration(streams, anchor, gates.to(streams.dtype), weights,
-                                              self.attn.n_heads, self.norm_stream.eps,
-                                              dropout=self.drop.p if self.training else 0.0)
+                weights = [w.to(low) if i in ops.PROJECTION_INDICES else w for i, w in enumerate(weights)]
+            return ops.interact_iteration(streams, anchor, gates.to(streams.dtype), weights,
+                                          self.attn.n_heads, self.norm_stream.eps,
+                                          dropout=self.drop.p if self.training else 0.0)
         b, j, t, d = streams.shape
         q = self.norm_stream(streams).reshape(b, j * t, d)
         attended = self.attn(q, self.norm_anchor(anchor), backend=backend).view(b, j, t, d)
@@ -81,12 +78,10 @@ class ProgInteract(nn.Module):
         if not self.gate_streams:
             gates = torch.ones_like(gates)
         if self.uses_persistent(backend, streams, anchor, gates):
-            from prlf_fast import kernels
-
             first = self.layers[0]
-            return anchor, kernels.interact_stack(streams, anchor, gates.to(streams.dtype),
-                                                  self.stacked_weights(streams.device.type),
-                                                  first.attn.n_heads, first.norm_stream.eps)
+            return anchor, ops.interact_stack(streams, anchor, gates.to(streams.dtype),
+                                              self.stacked_weights(streams.device.type),
+                                              first.attn.n_heads, first.norm_stream.eps)
         for layer in self.layers:
             streams = layer(streams, anchor, gates, backend=backend)
         return anchor, streams
@@ -109,11 +104,9 @@ class ProgInteract(nn.Module):
         sources = [w.detach() for ws in per_layer for w in ws]
         key = (low, tuple((w.data_ptr(), w._version) for w in sources))
         if self._stack_cache is None or self._stack_cache[0] != key:
-            from prlf_fast.kernels.interact import PROJECTION_INDICES
-
             with torch.no_grad():
                 stacked = [torch.stack(ws) for ws in zip(*per_layer)]
                 if low is not None:
-                    stacked = [w.to(low) if i in PROJECTION_INDICES else w for i, w in enumerate(stacked)]
+                    stacked = [w.to(low) if i in ops.PROJECTION_INDICES else w for i, w in enumerate(stacked)]
             self._stack_cache = (key, stacked, sources)
         return self._stack_cache[1]

@@ -44,7 +44,7 @@ class MultiHeadAttention(nn.Module):
         softmax; Σ_j p_j (W_v,h x_j + b_v,h) = W_v,h (Σ_j p_j x_j) + b_v,h. Attention then runs
         over x itself with H·T folded queries, about half the work of projecting keys and values.
         """
-        if ops.implementation("query_pooling", backend, x_kv.device.type) != "folded":
+        if ops.implementation("query_pooling", backend, x_kv.device, x_kv.dtype) != "folded":
             return self(queries.expand(x_kv.shape[0], -1, -1), x_kv, key_valid, backend=backend)
         (b, _, d), t, h = x_kv.shape, queries.shape[0], self.n_heads
         q = self.q_proj(queries).view(t, h, d // h)

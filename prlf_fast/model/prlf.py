@@ -11,7 +11,7 @@ from prlf_fast.config import ANCHORS, MODALITIES, PRLFConfig
 from prlf_fast.model.amre import AMRE
 from prlf_fast.model.encoder import ModalityEncoder
 from prlf_fast.model.interact import ProgInteract
-from prlf_fast.ops.dispatch import normalize_backend
+from prlf_fast.ops import normalize_backend
 from prlf_fast.profiling import nvtx_range
 
 

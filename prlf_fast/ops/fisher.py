@@ -1,69 +1,99 @@
-"""Batched AMRE reliability scoring (confidence, Fisher trace), dispatched per device.
+"""AMRE reliability scoring (DESIGN §4.2): confidence max_k p_k and the Fisher-information trace F
+for every sample and modality in one pass. Not differentiable (AMRE uses both as constants).
 
-The compiled op ``torch.ops.prlf_fast.fisher_reliability`` (csrc/, docs/fisher.md) gets a fake
-kernel here, so it traces under torch.compile, and an autograd rule that refuses: the model
-uses confidence and Fisher information as constants, so the op has no gradient.
+Schema   ``prlf_fast::fisher_reliability(Tensor z, Tensor w1, Tensor b1, Tensor w2, Tensor b2)
+         -> (Tensor confidence, Tensor fisher)``, declared in csrc/ops.cpp: z (B, M, d),
+         w1 (M, d_h, d), b1 (M, d_h), w2 (M, K, d_h), b2 (M, K), one floating dtype and device;
+         outputs (B, M) in z's dtype.
+Implementations
+  reference  prlf_fast.reference.fisher_reliability (closed form in torch ops)
+  extension  the compiled op: csrc/cpu/fisher_cpu.cpp (threaded) and csrc/cuda/fisher_cuda.cu;
+             their input checks are csrc/fisher_checks.h (TORCH_CHECK_VALUE: ValueError)
+Registration  the C++ op registers with TORCH_LIBRARY; here its fake impl (``_fake``: the same
+             checks with torch._check_value) and an autograd rule that refuses.
+Selection  ``select`` below; ``python -m prlf_fast.info`` prints it with the reasons.
+Tests      tests/test_fisher_op.py, tests/test_extension.py, tests/test_op_contracts.py
+Benchmark  bench/test_bench_fisher.py
 """
 from __future__ import annotations
 
 import torch
 
-from prlf_fast import _extension, reference
-from prlf_fast.ops.dispatch import implementation
+from prlf_fast import _cuda_arch, _extension, reference
+from prlf_fast.ops import registry
+from prlf_fast.ops.registry import Choice
 
-_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def check_inputs(z, w1, b1, w2, b2) -> None:
-    """Raise ValueError unless z (B, M, d), w1 (M, d_h, d), b1 (M, d_h), w2 (M, K, d_h),
-    b2 (M, K) share one floating dtype and one device."""
-    named = {"z": z, "w1": w1, "b1": b1, "w2": w2, "b2": b2}
-    for name, t in named.items():
-        if not isinstance(t, torch.Tensor):
-            raise ValueError(f"fisher_reliability: {name} must be a tensor, got {type(t).__name__}")
-    if z.dim() != 3:
-        raise ValueError(f"fisher_reliability: z must be (B, M, d), got shape {tuple(z.shape)}")
-    if w1.dim() != 3 or w2.dim() != 3:
-        raise ValueError(f"fisher_reliability: w1 must be (M, d_h, d) and w2 (M, K, d_h), got "
-                         f"{tuple(w1.shape)} and {tuple(w2.shape)}")
-    m, d = z.shape[1], z.shape[2]
-    h, k = w1.shape[1], w2.shape[1]
-    expected = {"w1": (m, h, d), "b1": (m, h), "w2": (m, k, h), "b2": (m, k)}
-    for name, shape in expected.items():
-        if tuple(named[name].shape) != shape:
-            raise ValueError(
-                f"fisher_reliability: {name} must have shape {shape} for z {tuple(z.shape)} "
-                f"(B, M, d) and w1 {tuple(w1.shape)} (M, d_h, d), w2 {tuple(w2.shape)} (M, K, d_h); "
-                f"got {tuple(named[name].shape)}")
-    if min(m, d, h, k) < 1:
-        raise ValueError(f"fisher_reliability: M, d, d_h and K must be >= 1, got M={m}, d={d}, "
-                         f"d_h={h}, K={k}")
-    for name, t in named.items():
-        if t.dtype != z.dtype:
-            raise ValueError(f"fisher_reliability: {name} has dtype {t.dtype} but z has {z.dtype}; "
-                             "all inputs need one dtype")
-        if t.device != z.device:
-            raise ValueError(f"fisher_reliability: {name} is on {t.device} but z is on {z.device}; "
-                             "all inputs need one device")
-    if z.dtype not in _DTYPES:
-        raise ValueError(f"fisher_reliability: dtype {z.dtype} is not supported; use one of "
-                         + ", ".join(str(t) for t in _DTYPES))
+def select(backend: str, device: torch.device, dtype: torch.dtype) -> Choice:
+    """The compiled op wherever the extension has it for ``device`` (every backend except
+    "reference": there is no Triton version); else the reference, with the reason. A CUDA device
+    whose compute capability the built kernels do not cover gets the reference and one warning
+    (instead of "no kernel image is available" at the first call)."""
+    if backend == "reference":
+        return Choice("fisher_reliability", "reference", {"extension": "backend 'reference'"})
+    if not _extension.has_op("fisher_reliability"):
+        return Choice("fisher_reliability", "reference",
+                      {"extension": f"prlf_fast._C unavailable ({_extension.problem()})"
+                       if _extension.problem() else "prlf_fast._C does not register the op"})
+    if device.type == "cuda":
+        if not _extension.has_cuda_kernels():
+            return Choice("fisher_reliability", "reference",
+                          {"extension": "built without CUDA kernels "
+                                        f"({(_extension.build_info() or {}).get('cuda_reason', 'no CUDA')})"})
+        if torch.cuda.is_available():
+            archs = str(_extension.build_info().get("cuda_archs") or "")
+            capability = registry.cuda_capability(device)
+            if not _cuda_arch.covers(archs, capability):
+                reason = (f"its CUDA kernels were built for {archs}, which does not cover this GPU's "
+                          f"sm_{capability[0]}{capability[1]}")
+                registry.warn_once(("fisher_reliability", archs, capability),
+                                   f"prlf_fast::fisher_reliability: {reason}; using the reference instead. "
+                                   f"Rebuild with TORCH_CUDA_ARCH_LIST={capability[0]}.{capability[1]} "
+                                   f"{_extension.REBUILD}")
+                return Choice("fisher_reliability", "reference", {"extension": reason})
+    return Choice("fisher_reliability", "extension", {"reference": "slower"})
+
+
+registry.register("fisher_reliability", select)
 
 
 def fisher_reliability(z, w1, b1, w2, b2):
-    """(confidence, fisher), each (B, M) in z's dtype: DESIGN §4.2 for every sample and modality.
+    """(confidence, fisher), each (B, M) in z's dtype (module docstring), by the "fast" choice for
+    z's device. ValueError on bad inputs. Call it on detached inputs."""
+    if registry.implementation("fisher_reliability", "fast", z.device, z.dtype) == "extension":
+        return torch.ops.prlf_fast.fisher_reliability(z, w1, b1, w2, b2)
+    _check(z, w1, b1, w2, b2)   # the reference would not say what is wrong
+    return reference.fisher_reliability(z, w1, b1, w2, b2)
 
-    Uses the compiled op when the extension provides it for the tensors' device, the reference
-    closed form otherwise. Not differentiable: call it on detached inputs.
-    """
-    check_inputs(z, w1, b1, w2, b2)
-    if implementation("fisher_reliability", "fast", z.device.type) == "reference":
-        return reference.fisher_reliability(z, w1, b1, w2, b2)
-    return torch.ops.prlf_fast.fisher_reliability(z, w1, b1, w2, b2)
+
+def _check(z, w1, b1, w2, b2):
+    """Python side of csrc/fisher_checks.h: the fake impl's checks (and the reference fallback's)."""
+    named = {"z": z, "w1": w1, "b1": b1, "w2": w2, "b2": b2}
+    torch._check_value(z.dim() == 3, lambda: f"fisher_reliability: z must be (B, M, d), got shape {tuple(z.shape)}")
+    torch._check_value(w1.dim() == 3 and w2.dim() == 3,
+                       lambda: f"fisher_reliability: w1 must be (M, d_h, d) and w2 (M, K, d_h), got "
+                               f"{tuple(w1.shape)} and {tuple(w2.shape)}")
+    m, d, h, k = z.shape[1], z.shape[2], w1.shape[1], w2.shape[1]
+    for name, shape in {"w1": (m, h, d), "b1": (m, h), "w2": (m, k, h), "b2": (m, k)}.items():
+        torch._check_value(tuple(named[name].shape) == shape,
+                           lambda: f"fisher_reliability: {name} must have shape {shape} for z (B, M, d) = "
+                                   f"{tuple(z.shape)}, w1 (M, d_h, d) and w2 (M, K, d_h); "
+                                   f"got {tuple(named[name].shape)}")
+    torch._check_value(min(m, d, h, k) >= 1,
+                       lambda: f"fisher_reliability: M, d, d_h and K must be >= 1, got M={m}, d={d}, d_h={h}, K={k}")
+    for name, t in named.items():
+        torch._check_value(t.dtype == z.dtype, lambda: f"fisher_reliability: {name} has dtype {t.dtype} but z has "
+                                                       f"{z.dtype}; all inputs need one dtype")
+        torch._check_value(t.device == z.device, lambda: f"fisher_reliability: {name} is on {t.device} but z is on "
+                                                         f"{z.device}; all inputs need one device")
+    torch._check_value(z.dtype in DTYPES, lambda: f"fisher_reliability: dtype {z.dtype} is not supported; use one "
+                                                  "of float16, bfloat16, float32, float64")
 
 
 def _fake(z, w1, b1, w2, b2):
-    check_inputs(z, w1, b1, w2, b2)
+    _check(z, w1, b1, w2, b2)
     return z.new_empty(z.shape[:2]), z.new_empty(z.shape[:2])
 
 

@@ -1,0 +1,120 @@
+"""The op registry: which implementation each op runs for a backend, a device and a dtype, and why
+the others were not picked (DESIGN §5; as xformers' dispatch does).
+
+Backends: "reference" runs only reference code; "fast" (alias "auto") picks the fastest available
+implementation per op, device and dtype, falling back op by op; "triton" forces the Triton kernels
+(CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``). Each op module
+(``prlf_fast/ops/<op>.py``) registers its ``select(backend, device, dtype) -> Choice`` here.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+BACKENDS = ("reference", "fast", "triton")
+_SELECTORS: dict[str, Callable] = {}
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The implementation an op runs (``name``), and for every other candidate why not."""
+
+    op: str
+    name: str
+    rejected: dict = field(default_factory=dict)   # implementation -> reason
+
+    def explain(self) -> str:
+        why_not = "; ".join(f"not {impl}: {reason}" for impl, reason in self.rejected.items())
+        return self.name + (f" ({why_not})" if why_not else "")
+
+
+def register(op: str, select: Callable) -> None:
+    """Make ``select(backend, device, dtype) -> Choice`` the selector of ``op``."""
+    _SELECTORS[op] = select
+
+
+def ops() -> tuple:
+    """Names of the registered ops, in registration order."""
+    return tuple(_SELECTORS)
+
+
+def normalize_backend(backend: str) -> str:
+    backend = {"auto": "fast"}.get(backend, backend)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of reference, fast, auto, triton")
+    return backend
+
+
+@functools.lru_cache(maxsize=None)
+def triton_importable() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def triton_unavailable(device: torch.device) -> str | None:
+    """Why Triton kernels cannot run on ``device``'s tensors, or None when they can."""
+    if not triton_importable():
+        return "triton is not installed"
+    if device.type == "cuda" or (device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"):
+        return None
+    return ("CPU tensors need TRITON_INTERPRET=1 set before importing prlf_fast" if device.type == "cpu"
+            else f"Triton does not run on {device.type} tensors")
+
+
+def triton_runs_on(device_type: str) -> bool:
+    return triton_unavailable(torch.device(device_type)) is None
+
+
+def opaque_when_interpreted(*triton_ops) -> None:
+    """Under ``TRITON_INTERPRET=1`` the kernels are not JITFunctions, so torch.compile cannot trace
+    into a ``triton_op``: keep these ops opaque in graphs, as ``custom_op``s are (their fake impls
+    skip the launch), so that a compiled graph calls them and they run eagerly."""
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        return
+    from torch._subclasses.functional_tensor import FunctionalTensorMode
+
+    for op in triton_ops:
+        op.register_torch_dispatch(FunctionalTensorMode, lambda mode, func, types, args, kwargs:
+                                   mode.__torch_dispatch__(func, types, args, kwargs))
+
+
+def cuda_capability(device: torch.device) -> tuple[int, int]:
+    """Compute capability of a CUDA device (tests replace this to fake one)."""
+    return torch.cuda.get_device_capability(device)
+
+
+_warned: set = set()
+
+
+def warn_once(key, message: str) -> None:
+    """One RuntimeWarning per ``key`` and process."""
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def select(op: str, backend: str, device, dtype: torch.dtype | None = None) -> Choice:
+    """The ``Choice`` of ``op`` under ``backend`` for tensors on ``device`` (a torch.device or a
+    device string; a bare "cuda" means the current CUDA device) of ``dtype`` (None: float32)."""
+    if op not in _SELECTORS:
+        raise ValueError(f"unknown op {op!r}; expected one of {ops()}")
+    return _SELECTORS[op](normalize_backend(backend), torch.device(device), dtype or torch.float32)
+
+
+@torch.compiler.assume_constant_result
+def implementation(op: str, backend: str, device, dtype: torch.dtype | None = None) -> str:
+    """Name of the implementation ``op`` runs (see ``select``); a constant under torch.compile."""
+    return select(op, backend, device, dtype).name
+
+
+def describe(devices=("cpu", "cuda")) -> dict:
+    """{device: {op: Choice}} for the "fast" backend, float32."""
+    return {dev: {op: select(op, "fast", dev) for op in _SELECTORS} for dev in devices}

@@ -1,0 +1,114 @@
+"""The op registry (prlf_fast/ops/registry.py): every op's choice per backend, device and dtype with
+the reasons, the CUDA architectures a build targets (prlf_fast/_cuda_arch.py, as setup.py uses
+it), and the fallback when the built CUDA kernels do not cover a GPU, decided on CPU with a faked
+capability and build."""
+import warnings
+
+import pytest
+import torch
+
+from prlf_fast import _cuda_arch, _extension, ops
+from prlf_fast.ops import registry
+
+
+def test_every_op_has_a_module_and_a_choice_with_reasons():
+    assert set(ops.OPS) == {"masked_attention", "query_pooling", "interact_iteration", "fisher_reliability"}
+    for op in ops.OPS:
+        for dev in ("cpu", "cuda"):
+            choice = ops.select(op, "fast", dev)
+            assert choice.op == op and choice.name not in choice.rejected
+            assert choice.rejected and all(choice.rejected.values()), choice
+            assert ops.implementation(op, "fast", dev) == choice.name
+            assert ops.select(op, "reference", dev).name == "reference"
+
+
+def test_dtype_is_part_of_the_choice():
+    cuda = torch.device("cuda")
+    assert ops.select("masked_attention", "fast", cuda, torch.bfloat16).name == "triton"
+    float64 = ops.select("masked_attention", "fast", cuda, torch.float64)
+    assert float64.name == "sdpa" and "float64" in float64.rejected["triton"]
+    assert ops.select("interact_iteration", "fast", cuda, torch.float64).name == "reference"
+
+
+def test_backend_triton_says_why_it_cannot_run(monkeypatch):
+    monkeypatch.setattr(registry, "triton_unavailable", lambda device: "triton is not installed")
+    with pytest.raises(RuntimeError, match="cannot run masked_attention on cuda tensors: triton is not installed"):
+        ops.select("masked_attention", "triton", "cuda")
+    choice = ops.select("masked_attention", "fast", "cuda")
+    assert choice.name == "sdpa" and choice.rejected["triton"] == "triton is not installed"
+    assert ops.select("query_pooling", "fast", "cuda").name == "folded"
+    assert ops.select("interact_iteration", "fast", "cuda").name == "reference"
+
+
+def test_unknown_op_and_backend_are_errors():
+    with pytest.raises(ValueError, match="unknown op"):
+        ops.select("nope", "fast", "cpu")
+    with pytest.raises(ValueError, match="unknown backend"):
+        ops.implementation("masked_attention", "fastest", "cpu")
+
+
+@pytest.mark.parametrize("env, caps, expected", [
+    ({"PRLF_FAST_CUDA_ARCHS": "86"}, [(9, 0)], "86"),
+    ({"TORCH_CUDA_ARCH_LIST": "8.0;9.0+PTX"}, [(9, 0)], "80-real;90"),
+    ({"TORCH_CUDA_ARCH_LIST": "7.5 8.6"}, [], "75-real;86-real"),
+    ({"TORCH_CUDA_ARCH_LIST": "Ampere;9.0a"}, [], "80-real;86-real;90a-real"),
+    ({}, [(8, 0), (9, 0), (8, 0)], "80-real;90"),
+    ({}, [(8, 6)], "86"),
+    ({}, [], _cuda_arch.FALLBACK_ARCHS),
+])
+def test_default_architectures_follow_pytorch_conventions(env, caps, expected):
+    assert _cuda_arch.default_archs(env, caps)[0] == expected
+
+
+def test_unreadable_arch_list_is_an_error():
+    with pytest.raises(ValueError, match="TORCH_CUDA_ARCH_LIST entry 'sm_80'"):
+        _cuda_arch.from_torch_arch_list("sm_80")
+
+
+@pytest.mark.parametrize("archs, capability, covered", [
+    ("90", (9, 0), True),
+    ("90", (8, 0), False),          # an A100 with the old default build: "no kernel image"
+    ("90", (10, 0), True),          # PTX, JIT-compiled for newer GPUs
+    ("90-real", (10, 0), False),
+    ("80-real;90", (8, 6), True),   # machine code runs on the same major, newer minor
+    ("86-real", (8, 0), False),
+    ("90a-real", (9, 0), True),
+    ("90a", (10, 0), False),        # arch-specific code and PTX run on sm_90 only
+    ("80-virtual", (9, 0), True),
+    ("80,90", (8, 9), True),        # the extension's build info separates with commas
+    ("", (9, 0), False),
+])
+def test_covers(archs, capability, covered):
+    assert _cuda_arch.covers(archs, capability) is covered
+
+
+@pytest.fixture
+def fake_cuda_build(monkeypatch):
+    """An extension that registers the op with CUDA kernels for sm_90, and a visible GPU whose
+    capability the test sets."""
+    capability = {"value": (9, 0)}
+    monkeypatch.setattr(_extension, "has_op", lambda name: True)
+    monkeypatch.setattr(_extension, "has_cuda_kernels", lambda: True)
+    monkeypatch.setattr(_extension, "build_info", lambda: {"cuda_built": True, "cuda_archs": "90"})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(registry, "cuda_capability", lambda device: capability["value"])
+    monkeypatch.setattr(registry, "_warned", set())
+    return capability
+
+
+def test_uncovered_gpu_gets_the_reference_and_one_warning(fake_cuda_build):
+    assert ops.implementation("fisher_reliability", "fast", "cuda") == "extension"
+    fake_cuda_build["value"] = (8, 0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        choices = [ops.select("fisher_reliability", "fast", "cuda:0") for _ in range(3)]
+    assert {c.name for c in choices} == {"reference"}
+    assert "does not cover this GPU's sm_80" in choices[0].rejected["extension"]
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "TORCH_CUDA_ARCH_LIST=8.0" in messages[0], messages
+
+
+def test_covered_newer_minor_uses_the_extension(fake_cuda_build, monkeypatch):
+    monkeypatch.setattr(_extension, "build_info", lambda: {"cuda_built": True, "cuda_archs": "80-real,90"})
+    fake_cuda_build["value"] = (8, 6)
+    assert ops.select("fisher_reliability", "fast", "cuda").name == "extension"
