@@ -88,7 +88,7 @@ def run_config(model_cfg: PRLFConfig, train_cfg: TrainConfig, spec: dict, rates,
 
 def check_backend(backend: str, device) -> None:
     """Raise a PRLFError when ``backend`` cannot run every op on ``device`` (before any work)."""
-    from prlf_fast.ops.dispatch import OPS, implementation
+    from prlf_fast.ops import OPS, implementation
 
     try:
         for op in OPS:
