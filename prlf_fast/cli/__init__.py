@@ -8,6 +8,7 @@ import pkgutil
 import sys
 
 from prlf_fast.errors import PRLFError
+from prlf_fast.provenance import set_command
 
 # Errors that mean "bad input", not "bug": one line, exit 2, traceback only with --debug.
 USER_ERRORS = (PRLFError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
@@ -34,6 +35,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    set_command(argv)
     try:
         return int(args.func(args) or 0)
     except USER_ERRORS as exc:

@@ -9,6 +9,7 @@ import torch
 
 import prlf_fast
 from prlf_fast import data as mmsa
+from prlf_fast import provenance
 from prlf_fast.config import MODALITIES, PRLFConfig
 from prlf_fast.data import prepare_mmsa
 from prlf_fast.errors import PRLFError
@@ -85,8 +86,11 @@ def run_config(model_cfg: PRLFConfig, train_cfg: TrainConfig, spec: dict, rates,
                      "seeds": list(seeds)}}
 
 
-def train(run: RunDir, config: dict, device, backend: str, resume: bool, evaluate: bool = True) -> dict:
-    """Train (or resume) the run described by ``config``, then evaluate it; return the state."""
+def train(run: RunDir, config: dict, device, backend: str, resume: bool, evaluate: bool = True,
+          tensorboard: bool = False) -> dict:
+    """Train (or resume) the run described by ``config``, then evaluate it; return the state.
+    ``tensorboard`` also writes the metrics.jsonl scalars as TensorBoard event files."""
+    started = time.time()
     device = torch.device(device)
     ctx = distributed.setup(device)
     run.writer = ctx.is_main
@@ -97,8 +101,12 @@ def train(run: RunDir, config: dict, device, backend: str, resume: bool, evaluat
         splits = load_splits(config["data"], model_cfg, device)
         ctx.barrier()
         if not resume:
-            run.write_config(config)
+            run.write_config({**config, "provenance": provenance.collect(device, started)})
         trainer = Trainer(model_cfg, train_cfg, splits, run, device, backend, ctx)
+        if tensorboard and ctx.is_main:
+            from prlf_fast.train.tensorboard import TensorBoardLog
+
+            trainer.listeners.append(TensorBoardLog(run.path, trainer.history))
         if resume:
             trainer.resume()
         else:
@@ -106,7 +114,11 @@ def train(run: RunDir, config: dict, device, backend: str, resume: bool, evaluat
             run.log(f"training {model_cfg.dataset} on {config['data']['path'] or 'synthetic data'} "
                     f"(train/valid/test {n['train']}/{n['valid']}/{n['test']}) on {device} "
                     f"backend {backend}, {ctx.world_size} rank(s), {trainer.steps_per_epoch} steps/epoch")
-        state = trainer.fit()
+        try:
+            state = trainer.fit()
+        finally:
+            for listener in trainer.listeners:
+                listener.close()
         ctx.barrier()
         if evaluate and ctx.is_main:  # the other ranks are done: no collective follows
             evaluate_run(run.path, device=device, backend=backend, splits=splits, run=run)
@@ -120,7 +132,7 @@ def evaluate_run(run_dir: str, data_path: str | None = None, rates=None, seeds=N
                  run: RunDir | None = None) -> dict:
     """Both robustness protocols on the test split with the run's selected checkpoint; writes
     results.json, report.md and the plots into the run directory."""
-    start = time.perf_counter()
+    start, started = time.perf_counter(), time.time()
     run = run or RunDir(run_dir)
     config = run.read_config()
     model_cfg = PRLFConfig.from_dict(config["model"])
@@ -140,14 +152,14 @@ def evaluate_run(run_dir: str, data_path: str | None = None, rates=None, seeds=N
     seconds = round(time.perf_counter() - start, 2)
     results = {"dataset": model_cfg.dataset, "split": "test", "n_samples": len(test), "data": spec,
                "checkpoint": {"file": BEST, **ckpt.trainer}, "backend": backend, "device": str(device),
-               "eval_seconds": seconds, **results}
+               "eval_seconds": seconds, "provenance": provenance.collect(device, started), **results}
     write_json(run.file(RESULTS), results)
     select = ckpt.trainer.get("select", {})
     info = {"dataset": model_cfg.dataset, "data": spec["path"] or f"synthetic {spec['synthetic']}",
             "checkpoint": f"{BEST} (epoch {ckpt.trainer.get('epoch')}, validation {select.get('metric')} "
                           f"{select.get('score', float('nan')):.4f} at missing rate {select.get('rate')})",
             "test samples": len(test), "backend / device": f"{backend} / {device}",
-            "evaluation time": f"{seconds:.1f} s"}
+            "evaluation time": f"{seconds:.1f} s", "provenance": provenance.line(results["provenance"])}
     write_report(run.path, results, info, read_jsonl(run.file(METRICS)), train_cfg.select_metric)
     run.log(f"evaluated {BEST} on {len(test)} test samples: intra average "
             f"{_headline(results['intra']['average']['mean'])}; inter average "

@@ -107,6 +107,7 @@ class Trainer:
                       "stale": 0, "stopped_early": False}
         self.mask_state = None  # generator state to resume a half-done epoch from
         self.history: list = []
+        self.listeners: list = []  # called with each epoch's metrics record once it is written
         self._stop = threading.Event()
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -274,6 +275,8 @@ class Trainer:
                                 trainer={"epoch": epoch + 1, "step": self.state["step"], "select": record["select"]})
             self.save()
             write_jsonl(self.run.file(METRICS), self.history)
+            for listener in self.listeners:
+                listener(record)
         self.run.log(f"epoch {epoch + 1}/{tc.epochs} step {self.state['step']}  loss {train.get('total', 0):.4f} "
                      f"(task {train.get('task', 0):.4f})  valid@{tc.select_rate} {tc.select_metric} {score:.4f}"
                      + ("  *best*" if improved else "") + f"  [{record['seconds']:.1f}s]")
