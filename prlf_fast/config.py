@@ -15,6 +15,9 @@ PRESETS = {
                  vision_len=55, neutral_band=0.1, label_range=1.0),
 }
 TEXT_ENCODERS = ("features", "bert")
+# Ablation switches (DESIGN §4.6): how AMRE forms the reliability score, and the anchor rule.
+RELIABILITY_MODES = ("amre", "confidence", "fisher", "uniform")
+ANCHORS = ("adaptive", *MODALITIES)
 
 
 @dataclass
@@ -44,12 +47,17 @@ class PRLFConfig:
     lambda_align: float = 0.1
     text_encoder: str = "features"
     bert_path: str | None = None
+    reliability: str = "amre"
+    anchor: str = "adaptive"
+    gate_streams: bool = True
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
             value, default = getattr(self, f.name), f.default
             if default is None:
                 ok = value is None or isinstance(value, str)
+            elif isinstance(default, bool):
+                ok = isinstance(value, bool)
             elif isinstance(default, int):
                 ok = isinstance(value, int) and not isinstance(value, bool)
             elif isinstance(default, float):
@@ -65,10 +73,16 @@ class PRLFConfig:
             raise ValueError(f"text_encoder={self.text_encoder!r}; expected one of {TEXT_ENCODERS}")
         if self.text_encoder == "bert" and not self.bert_path:
             raise ValueError("text_encoder='bert' needs bert_path (a local Hugging Face BERT directory)")
-        for name in ("n_tokens", "n_heads", "n_encoder_layers", "n_interact", "ffn_dim",
+        for name in ("n_tokens", "n_heads", "n_encoder_layers", "ffn_dim",
                      "recog_hidden", "n_classes", "text_len", "audio_len", "vision_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be ≥ 1")
+        if self.n_interact < 0:
+            raise ValueError(f"n_interact={self.n_interact} must be ≥ 0 (0: no ProgInteract)")
+        if self.reliability not in RELIABILITY_MODES:
+            raise ValueError(f"reliability={self.reliability!r}; expected one of {RELIABILITY_MODES}")
+        if self.anchor not in ANCHORS:
+            raise ValueError(f"anchor={self.anchor!r}; expected one of {ANCHORS}")
         if self.tau <= 0:
             raise ValueError(f"tau={self.tau} must be > 0")
 

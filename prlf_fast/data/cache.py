@@ -18,18 +18,23 @@ from prlf_fast.data.mmsa import MASK_KEYS, SPLITS, check_split_shapes
 FORMAT = "prlf_fast.mmsa-cache"
 VERSION = 1
 META = "meta.json"
+TEXTS = "texts.json"   # sample ids and raw text per split (``ids.sample_texts``), when the pickle had them
 
 
 def is_cache(path) -> bool:
     return os.path.isdir(path)
 
 
-def write_cache(splits: dict, out_dir, source: str, nonfinite: dict) -> None:
-    """Write ``{split: {key: tensor}}`` (as from ``prepare_mmsa``) to ``out_dir``."""
+def write_cache(splits: dict, out_dir, source: str, nonfinite: dict, texts: dict | None = None) -> None:
+    """Write ``{split: {key: tensor}}`` (as from ``prepare_mmsa``) to ``out_dir``, and ``texts``
+    (``{split: {"id"/"raw_text": [str]}}``) when given."""
     os.makedirs(out_dir, exist_ok=True)
     for split in SPLITS:
         tensors = {k: v.contiguous() for k, v in splits[split].items()}
         save_file(tensors, os.path.join(out_dir, f"{split}.safetensors"))
+    if texts:
+        with open(os.path.join(out_dir, TEXTS), "w", encoding="utf-8") as f:
+            json.dump(texts, f, ensure_ascii=False)
     meta = {"format": FORMAT, "version": VERSION, "source": os.path.abspath(source),
             "nonfinite": nonfinite,
             "shapes": {s: {k: list(v.shape) for k, v in splits[s].items()} for s in SPLITS}}
@@ -54,6 +59,18 @@ def read_meta(cache_dir) -> dict:
         raise DataError(f"{path}: cache version {meta.get('version')!r}, this prlf_fast reads "
                         f"version {VERSION}; convert the pickle again")
     return meta
+
+
+def read_texts(cache_dir) -> dict:
+    """``{split: {"id"/"raw_text": [str]}}`` kept by ``write_cache``; {} for a cache without them."""
+    path = os.path.join(cache_dir, TEXTS)
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable sample ids ({exc})") from None
 
 
 def read_cache(cache_dir, preset: str | None = None) -> dict:

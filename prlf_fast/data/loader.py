@@ -5,6 +5,7 @@ import os
 
 from prlf_fast.data.cache import is_cache, read_cache, write_cache
 from prlf_fast.data.errors import DataError
+from prlf_fast.data.ids import sample_texts
 from prlf_fast.data.mmsa import prepare_mmsa, report_nonfinite
 from prlf_fast.data.safe_pickle import safe_load
 
@@ -33,7 +34,10 @@ def load_mmsa(path, preset: str | None = None) -> dict:
 
 
 def convert(pickle_path, out_dir, preset: str | None = None) -> dict:
-    """Convert an MMSA pickle to a cache directory; returns the non-finite counts replaced."""
-    splits, nonfinite = load_pickle(pickle_path, preset)
-    write_cache(splits, out_dir, os.fspath(pickle_path), nonfinite)
+    """Convert an MMSA pickle to a cache directory (keeping each split's ``id`` and ``raw_text``,
+    see ``cache.read_texts``); returns the non-finite counts replaced."""
+    raw = safe_load(pickle_path)
+    texts = sample_texts(raw, os.fspath(pickle_path))   # before prepare_mmsa releases the splits
+    splits, nonfinite = prepare_mmsa(raw, os.fspath(pickle_path), preset, copy=False)
+    write_cache(splits, out_dir, os.fspath(pickle_path), nonfinite, texts)
     return nonfinite

@@ -140,6 +140,11 @@ def _prepare_split(raw, source, split, reference, preset, copy):
     return out, {f"{split}/{k}": c for k, c in counts.items() if c}
 
 
+def prepare_split(raw: dict, source, split: str, preset: str | None = None, copy: bool = True):
+    """One split of an MMSA dict, as ``prepare_mmsa`` converts it: ``(tensors, nonfinite)``."""
+    return _prepare_split(raw, source, split, None, preset, copy)
+
+
 def prepare_mmsa(data, source="<memory>", preset: str | None = None, copy: bool = True):
     """Check and convert an MMSA dict (numpy arrays) to ``{split: {key: tensor}}``.
 

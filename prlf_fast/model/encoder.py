@@ -36,7 +36,16 @@ class ModalityEncoder(nn.Module):
         """x (B, L, d_m), valid (B, L) bool -> H (B, T, d)."""
         e = self.embed(x, valid)
         pooled = self.pool.pool(self.norm_q(self.queries), self.norm_x(e), valid, backend=backend)
-        h = self.queries + self.drop(pooled)
+        return self.tokens(self.queries + self.drop(pooled), backend)
+
+    def tokens(self, h, backend: str = "reference"):
+        """The layers over the pooled tokens and the final LayerNorm: (B, T, d) -> H (B, T, d)."""
         for layer in self.layers:
             h = layer(h, backend=backend)
         return self.norm_out(h)
+
+    def absent(self, batch_size: int, backend: str = "reference"):
+        """H (B, T, d) of samples with no valid position, without their inputs: the pooling adds
+        exactly 0 to the queries (DESIGN §4.1), so H depends on the parameters only. In eval mode
+        equal, bit for bit, to ``forward`` on inputs of ``batch_size`` samples that are all absent."""
+        return self.tokens(self.queries.expand(batch_size, -1, -1).contiguous(), backend)

@@ -60,8 +60,12 @@ class InteractLayer(nn.Module):
 
 
 class ProgInteract(nn.Module):
+    """N = ``cfg.n_interact`` iterations (0: the streams pass through unchanged); gates are the
+    streams' reliability weights, or 1 with ``cfg.gate_streams`` false (DESIGN §4.6)."""
+
     def __init__(self, cfg):
         super().__init__()
+        self.gate_streams = cfg.gate_streams
         self.layers = nn.ModuleList(
             InteractLayer(cfg.d_model, cfg.n_heads, cfg.ffn_dim, cfg.dropout) for _ in range(cfg.n_interact)
         )
@@ -74,6 +78,8 @@ class ProgInteract(nn.Module):
         ordered = torch.gather(hidden, 1, idx)
         anchor, streams = ordered[:, 0], ordered[:, 1:]
         gates = torch.gather(weights, 1, order[:, 1:])
+        if not self.gate_streams:
+            gates = torch.ones_like(gates)
         if self.uses_persistent(backend, streams, anchor, gates):
             from prlf_fast import kernels
 
@@ -87,7 +93,7 @@ class ProgInteract(nn.Module):
 
     def uses_persistent(self, backend: str, streams, anchor, gates) -> bool:
         """All iterations in one launch: inference through the fused path (no dropout, no gradient)."""
-        if torch.compiler.is_compiling() or not self.layers[0].uses_fused(backend, streams):
+        if not self.layers or torch.compiler.is_compiling() or not self.layers[0].uses_fused(backend, streams):
             return False
         if self.training and any(layer.drop.p > 0 for layer in self.layers):
             return False

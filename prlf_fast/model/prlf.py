@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from prlf_fast.batch import Batch
-from prlf_fast.config import MODALITIES, PRLFConfig
+from prlf_fast.config import ANCHORS, MODALITIES, PRLFConfig
 from prlf_fast.model.amre import AMRE
 from prlf_fast.model.encoder import ModalityEncoder
 from prlf_fast.model.interact import ProgInteract
@@ -85,10 +85,24 @@ class PRLF(nn.Module):
             present.append(mask.any(dim=-1))
         return torch.stack(hidden, dim=1), torch.stack(present, dim=1)
 
+    def absent_hidden(self, batch_size: int):
+        """(B, 3, T, d): every modality's H for samples where it is absent (see
+        ``ModalityEncoder.absent``); in eval mode it stands in for ``encode``'s output of a
+        modality dropped from every sample."""
+        return torch.stack([self.encoders[m].absent(batch_size, backend=self.backend) for m in MODALITIES], dim=1)
+
     def forward(self, batch: Batch) -> PRLFOutput:
-        hidden, present = self.encode(batch)
+        return self.fuse(*self.encode(batch))
+
+    def fuse(self, hidden, present, anchor: str | None = None) -> PRLFOutput:
+        """AMRE, ProgInteract and the head on encoder outputs: hidden (B, 3, T, d) and present
+        (B, 3) bool as ``encode`` returns them. ``anchor`` ("adaptive", "text", "audio" or
+        "vision") overrides the config's anchor rule for this call, so that several anchors can
+        be compared on one encoding."""
+        if anchor is not None and anchor not in ANCHORS:
+            raise ValueError(f"anchor={anchor!r}; expected one of {ANCHORS}")
         with nvtx_range("amre"):
-            rel = self.amre(hidden.mean(dim=2), present, backend=self.backend)
+            rel = self.amre(hidden.mean(dim=2), present, backend=self.backend, anchor=anchor)
         with nvtx_range("proginteract"):
             anchor, streams = self.interact(hidden, rel.weights, rel.order, backend=self.backend)
         with nvtx_range("head"):
@@ -121,6 +135,10 @@ class PRLF(nn.Module):
         )
         align = _masked_mean(1.0 - cos, stream_present)
         total = task + cfg.lambda_rec * rec + cfg.lambda_align * align
+        if not (cfg.gate_streams and cfg.n_interact > 0):
+            # The weights reach no output: keep α, β in the graph with a zero gradient
+            # (DistributedDataParallel and the optimizers expect a gradient for every parameter).
+            total = total + 0.0 * output.weights.sum()
         return {"total": total, "task": task, "rec": rec, "align": align}
 
 

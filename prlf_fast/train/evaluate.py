@@ -10,6 +10,7 @@ import torch
 from prlf_fast.config import MODALITIES
 from prlf_fast.data import missing
 from prlf_fast.metrics import mmsa_metrics
+from prlf_fast.model import PRLF
 from prlf_fast.profiling import nvtx_range
 
 
@@ -18,33 +19,61 @@ def autocast(device: torch.device, enabled: bool = True):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
 
 
-@torch.no_grad()
-def _predict(model, split, variants: dict, batch_size: int, device, amp: bool):
-    """Run every variant (name -> fn(batch, idx) -> batch) over ``split``.
+OUTPUT_FIELDS = ("prediction", "dominant", "present", "confidence", "fisher", "weights")
 
-    Returns name -> (predictions (N,), dominant (N,)) as CPU tensors.
+
+@torch.no_grad()
+def collect(model, split, run_batch, batch_size: int, device, amp: bool, fields=("prediction", "dominant")):
+    """Run the model over ``split`` in eval mode, batch by batch.
+
+    ``run_batch(batch, idx)`` returns ``{name: PRLFOutput}`` for one batch (several variants of it);
+    the result maps each name to ``{field: tensor}`` over the whole split (first axis N), on the
+    CPU, for the ``PRLFOutput`` ``fields`` asked for (predictions as float32).
     """
     was_training = model.training
     model.eval()
-    preds = {k: [] for k in variants}
-    doms = {k: [] for k in variants}
+    parts: dict = {}
     try:
         for idx, batch in split.iter_batches(batch_size):
-            for name, corrupt in variants.items():
-                with nvtx_range("data"):
-                    corrupted = corrupt(batch, idx)
-                with autocast(device, amp):
-                    out = model(corrupted)
-                preds[name].append(out.prediction.float().cpu())
-                doms[name].append(out.dominant.cpu())
+            with autocast(device, amp):
+                outputs = run_batch(batch, idx)
+            for name, out in outputs.items():
+                for f in fields:
+                    value = getattr(out, f)
+                    parts.setdefault(name, {}).setdefault(f, []).append(
+                        (value.float() if f == "prediction" else value).cpu())
     finally:
         model.train(was_training)
-    return {k: (torch.cat(preds[k]), torch.cat(doms[k])) for k in variants}
+    return {name: {f: torch.cat(v) for f, v in per.items()} for name, per in parts.items()}
+
+
+def corrupted(model, corrupt: dict):
+    """``run_batch`` for ``collect``: the model on each ``corrupt[name](batch, idx)``."""
+    def run_batch(batch, idx):
+        outputs = {}
+        for name, fn in corrupt.items():
+            with nvtx_range("data"):
+                changed = fn(batch, idx)
+            outputs[name] = model(changed)
+        return outputs
+    return run_batch
+
+
+def _predict(model, split, variants: dict, batch_size: int, device, amp: bool):
+    """name -> (predictions (N,), dominant (N,)) for every variant (name -> fn(batch, idx) -> batch)."""
+    out = collect(model, split, corrupted(model, variants), batch_size, device, amp)
+    return {k: (v["prediction"], v["dominant"]) for k, v in out.items()}
 
 
 def _dominant_share(dominant: torch.Tensor) -> dict:
     counts = torch.bincount(dominant, minlength=len(MODALITIES)).double() / max(len(dominant), 1)
     return {m: float(counts[i]) for i, m in enumerate(MODALITIES)}
+
+
+def at_rate(uniforms: dict, rate: float):
+    """fn(batch, idx) -> the batch at intra-modality ``rate`` with the split's ``uniforms``
+    (``missing.eval_uniforms``), as the evaluation draws it."""
+    return lambda batch, idx: missing.intra_corrupt(batch, rate, missing.select_uniforms(uniforms, idx))
 
 
 def intra(model, split, dataset: str, rates, seeds, batch_size: int = 256, device="cpu", amp=True) -> list:
@@ -54,12 +83,7 @@ def intra(model, split, dataset: str, rates, seeds, batch_size: int = 256, devic
     records = []
     for seed in seeds:
         uniforms = missing.eval_uniforms(split, seed)
-
-        def at_rate(rate):
-            return lambda batch, idx: missing.intra_corrupt(
-                batch, rate, missing.select_uniforms(uniforms, idx))
-
-        out = _predict(model, split, {r: at_rate(r) for r in rates}, batch_size, device, amp)
+        out = _predict(model, split, {r: at_rate(uniforms, r) for r in rates}, batch_size, device, amp)
         for rate in rates:
             pred, dom = out[rate]
             records.append({"rate": float(rate), "seed": int(seed),
@@ -72,17 +96,50 @@ def inter_name(dropped) -> str:
     return "complete" if not dropped else "-".join(dropped)
 
 
-def inter(model, split, dataset: str, batch_size: int = 256, device="cpu", amp=True) -> list:
-    """One record per inter-modality configuration and the complete case (deterministic: no seed)."""
+def _dropped_mask(dropped, device) -> torch.Tensor:
+    return torch.tensor([m in dropped for m in MODALITIES], device=device)
+
+
+def _inter_encode_once(model, configs):
+    """``run_batch`` for ``collect``: each modality is encoded once per batch, as in the complete
+    case; a dropped modality's encoder output is ``model.absent_hidden`` (it does not depend on
+    the features: no valid position, so the pooling adds exactly 0), computed once per batch size.
+    Bit for bit what the model gives on ``missing.inter_drop(batch, c)``."""
+    absent = {}
+
+    def run_batch(batch, idx):
+        with nvtx_range("encode"):
+            hidden, present = model.encode(batch)
+            if batch.size not in absent:
+                absent[batch.size] = model.absent_hidden(batch.size)
+        outputs = {}
+        for c in configs:
+            drop = _dropped_mask(c, hidden.device)
+            outputs[c] = model.fuse(torch.where(drop[None, :, None, None], absent[batch.size], hidden),
+                                    present & ~drop)
+        return outputs
+    return run_batch
+
+
+def inter(model, split, dataset: str, batch_size: int = 256, device="cpu", amp=True,
+          encode_once: bool = True) -> list:
+    """One record per inter-modality configuration and the complete case (deterministic: no seed).
+
+    With ``encode_once`` (and a plain ``PRLF``) each batch is encoded once for all seven cases;
+    otherwise the model runs on each corrupted batch (what a wrapped or compiled model gets)."""
     device = torch.device(device)
     configs = [tuple(c) for c in missing.INTER_CONFIGS] + [()]
-    variants = {c: (lambda batch, idx, c=c: missing.inter_drop(batch, c) if c else batch) for c in configs}
-    out = _predict(model, split, variants, batch_size, device, amp)
+    if encode_once and isinstance(model, PRLF):
+        run_batch = _inter_encode_once(model, configs)
+    else:
+        run_batch = corrupted(model, {c: (lambda batch, idx, c=c: missing.inter_drop(batch, c) if c else batch)
+                                       for c in configs})
+    out = collect(model, split, run_batch, batch_size, device, amp)
     label = split.label.float().cpu()
     return [{"config": inter_name(c), "dropped": list(c),
              "available": [m for m in MODALITIES if m not in c],
-             "metrics": mmsa_metrics(out[c][0], label, dataset),
-             "dominant_share": _dominant_share(out[c][1])} for c in configs]
+             "metrics": mmsa_metrics(out[c]["prediction"], label, dataset),
+             "dominant_share": _dominant_share(out[c]["dominant"])} for c in configs]
 
 
 def _stats(dicts: list) -> tuple[dict, dict]:
@@ -118,11 +175,11 @@ DEFAULT_SEEDS = (0, 1, 2)  # mask seeds of the robustness evaluation
 
 
 def robustness(model, split, dataset: str, rates=None, seeds=DEFAULT_SEEDS, batch_size: int = 256,
-               device="cpu", amp=True) -> dict:
+               device="cpu", amp=True, encode_once: bool = True) -> dict:
     """Both protocols on ``split``: records and summaries, ready for results.json."""
     rates = list(missing.DEFAULT_RATES if rates is None else rates)
     intra_records = intra(model, split, dataset, rates, seeds, batch_size, device, amp)
-    inter_records = inter(model, split, dataset, batch_size, device, amp)
+    inter_records = inter(model, split, dataset, batch_size, device, amp, encode_once)
     return {
         "intra": {"records": intra_records, **summarize_intra(intra_records)},
         "inter": {"records": inter_records, **summarize_inter(inter_records)},

@@ -1,0 +1,52 @@
+"""The full robustness evaluation a run (and every sweep cell) repeats: the intra protocol at ten
+rates × three mask seeds plus the inter protocol's complete case and six configurations, at MOSI
+shapes, reference against fast, with the inter protocol encoding each modality once per batch
+("once", the default) or once per configuration ("each", as before). Measure all four in one run
+and compare ratios (same machine, same load)."""
+import pytest
+import torch
+from conftest import devices, synced
+
+from prlf_fast import PRLF, PRLFConfig
+from prlf_fast.data import Split, prepare_mmsa, synthesize
+from prlf_fast.train.evaluate import inter, robustness
+
+N_TEST = {"cpu": 128, "cuda": 2048}
+BATCH = {"cpu": 128, "cuda": 1024}
+SMOKE_N_TEST = 8   # under --benchmark-disable (CI's smoke run), each test runs once on this many
+
+
+def setup(benchmark, device, backend):
+    n = SMOKE_N_TEST if benchmark.disabled else N_TEST[device]
+    data = prepare_mmsa(synthesize("mosi", 1, 1, n, seed=0), copy=False)[0]
+    split = Split.from_mmsa(data["test"], device=device)
+    torch.manual_seed(0)
+    return PRLF(PRLFConfig.preset("mosi"), backend=backend).to(device).eval(), split
+
+
+@pytest.mark.parametrize("inter_encoding", ["each", "once"])
+@pytest.mark.parametrize("backend", ["reference", "fast"])
+@pytest.mark.parametrize("device", devices())
+def test_robustness_evaluation(benchmark, device, backend, inter_encoding):
+    model, split = setup(benchmark, device, backend)
+    once = inter_encoding == "once"
+    benchmark.extra_info.update(n_test=len(split), batch=BATCH[device], backend=backend,
+                                inter_encoding=inter_encoding)
+    results = benchmark.pedantic(synced(lambda: robustness(model, split, "mosi", batch_size=BATCH[device],
+                                                           device=device, encode_once=once), device),
+                                 rounds=3, iterations=1, warmup_rounds=0)
+    assert len(results["intra"]["records"]) == 30 and len(results["inter"]["records"]) == 7
+
+
+@pytest.mark.parametrize("inter_encoding", ["each", "once"])
+@pytest.mark.parametrize("backend", ["reference", "fast"])
+@pytest.mark.parametrize("device", devices())
+def test_inter_protocol(benchmark, device, backend, inter_encoding):
+    """The inter protocol alone: the part that encoding once speeds up."""
+    model, split = setup(benchmark, device, backend)
+    once = inter_encoding == "once"
+    benchmark.extra_info.update(n_test=len(split), batch=BATCH[device], backend=backend,
+                                inter_encoding=inter_encoding)
+    records = benchmark(synced(lambda: inter(model, split, "mosi", BATCH[device], device, encode_once=once),
+                               device))
+    assert len(records) == 7

@@ -1,0 +1,125 @@
+"""Per-sample predictions of a trained run: ``load_run`` (the selected model) and ``predict_run``
+(what ``prlf-fast predict`` calls): one CSV row per sample with the prediction, the dominant
+modality and, per modality, presence, confidence, Fisher information and reliability weight."""
+from __future__ import annotations
+
+import csv
+import os
+
+import numpy as np
+
+from prlf_fast.config import MODALITIES, PRLFConfig
+from prlf_fast.data import Split, missing
+from prlf_fast.data.cache import is_cache, read_texts
+from prlf_fast.data.ids import sample_texts
+from prlf_fast.data.mmsa import LABEL_KEY, SPLITS, prepare_split, report_nonfinite
+from prlf_fast.data.safe_pickle import safe_load
+from prlf_fast.errors import PRLFError
+from prlf_fast.metrics import mmsa_metrics
+from prlf_fast.model import PRLF
+from prlf_fast.train import distributed, evaluate
+from prlf_fast.train.checkpoint import Checkpoint
+from prlf_fast.train.rundir import BEST, RunDir
+from prlf_fast.train.run import check_splits, data_spec, load_splits
+from prlf_fast.train.trainer import TrainConfig
+
+
+def load_run(run_dir, device="auto", backend: str = "fast") -> PRLF:
+    """The trained ``PRLF`` of a run directory: its selected checkpoint (best.safetensors) in eval
+    mode on ``device`` ("auto": CUDA when available, else CPU) with ``backend``; ``model.config``
+    is the run's ``PRLFConfig``. Raises ``PRLFError`` for a directory that holds no finished run."""
+    run = RunDir(os.fspath(run_dir), echo=False)
+    cfg = PRLFConfig.from_dict(run.read_config()["model"])
+    ckpt = Checkpoint(run.file(BEST))
+    ckpt.check_config(cfg)
+    model = PRLF(cfg, backend=backend).to(distributed.device_for(device) if isinstance(device, str) else device)
+    ckpt.restore_model(model)
+    return model.eval()
+
+
+def _pickle_split(path: str, split: str, cfg: PRLFConfig, device):
+    """One split of an MMSA pickle, labels optional: (Split, texts, has_labels)."""
+    raw = safe_load(path)
+    texts = sample_texts(raw, path).get(split, {})
+    part = raw.get(split) if isinstance(raw, dict) else None
+    if not isinstance(part, dict):
+        found = ", ".join(map(repr, raw)) if isinstance(raw, dict) else type(raw).__name__
+        raise PRLFError(f"data {path}: no split {split!r} (found: {found or 'none'})")
+    has_labels = LABEL_KEY in part
+    if not has_labels and "text" in part:   # predictions only: a stand-in label, never reported
+        part[LABEL_KEY] = np.zeros(len(part["text"]), dtype=np.float32)
+    tensors, nonfinite = prepare_split(part, path, split, cfg.dataset, copy=False)
+    report_nonfinite(path, nonfinite)
+    check_splits({split: tensors}, cfg, path, needed=(split,))
+    return Split.from_mmsa(tensors, device=device), texts, has_labels
+
+
+def prediction_data(spec: dict, split: str, cfg: PRLFConfig, device):
+    """``(Split, ids, has_labels)`` for ``split`` of a run's data ``spec`` (``run.data_spec``): a
+    pickle (labels optional; ids from its ``id`` key), a converted cache (ids kept by ``data
+    convert``) or the synthetic set. Samples without a stored id are named by their row number."""
+    path = spec["path"]
+    if split not in SPLITS:
+        raise PRLFError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
+    if path is not None and not is_cache(path):
+        data, texts, has_labels = _pickle_split(path, split, cfg, device)
+    else:
+        data = load_splits(spec, cfg, device, needed=(split,))[split]
+        texts, has_labels = (read_texts(path).get(split, {}) if path else {}), True
+    ids = texts.get("id") or [str(i) for i in range(len(data))]
+    return data, ids, has_labels
+
+
+def corruption(split: Split, intra_rate: float | None = None, mask_seed: int = 0, drop=()):
+    """fn(batch, idx) -> batch: the intra protocol at ``intra_rate`` with ``mask_seed`` (the masks
+    of ``prlf-fast eval`` at that rate and seed), whole modalities ``drop``ped, or unchanged."""
+    if intra_rate is not None and drop:
+        raise ValueError("choose one protocol: an intra-modality rate or modalities to drop, not both")
+    if intra_rate is not None:
+        return evaluate.at_rate(missing.eval_uniforms(split, mask_seed), intra_rate)
+    drop = tuple(drop)
+    return lambda batch, idx: missing.inter_drop(batch, drop) if drop else batch
+
+
+def write_predictions(path: str, ids: list, label, outputs: dict) -> None:
+    """The CSV of ``prlf-fast predict``; ``label`` (N,) or None, ``outputs`` from ``evaluate.collect``."""
+    columns = ["id", *(["label"] if label is not None else []), "prediction", "dominant"]
+    per_modality = {"present": outputs["present"].long(), "confidence": outputs["confidence"].double(),
+                    "fisher": outputs["fisher"].double(), "weight": outputs["weights"].double()}
+    columns += [f"{q}_{m}" for m in MODALITIES for q in per_modality]
+    pred = outputs["prediction"].tolist()
+    dominant = outputs["dominant"].tolist()
+    values = {q: v.tolist() for q, v in per_modality.items()}
+    labels = label.tolist() if label is not None else None
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(columns)
+        for i, sample in enumerate(ids):
+            row = [sample, *([repr(labels[i])] if labels is not None else []), repr(pred[i]),
+                   MODALITIES[dominant[i]]]
+            for j in range(len(MODALITIES)):
+                row += [values[q][i][j] if q == "present" else repr(values[q][i][j]) for q in per_modality]
+            w.writerow(row)
+    os.replace(tmp, path)
+
+
+def predict_run(run_dir, out: str, data_path: str | None = None, split: str = "test",
+                intra_rate: float | None = None, mask_seed: int = 0, drop=(), device="auto",
+                backend: str = "fast", batch_size: int | None = None) -> dict | None:
+    """Write ``out`` (CSV, one row per sample of ``split``) for the run in ``run_dir`` under one
+    missing-modality condition; return the metrics when the data has labels, else None."""
+    model = load_run(run_dir, device, backend)
+    device = next(model.parameters()).device
+    config = RunDir(os.fspath(run_dir), echo=False).read_config()
+    train_cfg = TrainConfig.from_dict(config["train"])
+    spec = data_spec(data_path) if data_path is not None else config["data"]
+    data, ids, has_labels = prediction_data(spec, split, model.config, device)
+    fn = corruption(data, intra_rate, mask_seed, drop)
+    outputs = evaluate.collect(model, data, evaluate.corrupted(model, {"": fn}),
+                               batch_size or train_cfg.eval_batch_size, device, train_cfg.amp,
+                               evaluate.OUTPUT_FIELDS)[""]
+    label = data.label.float().cpu() if has_labels else None
+    write_predictions(out, ids, label, outputs)
+    return mmsa_metrics(outputs["prediction"], label, model.config.dataset) if has_labels else None
