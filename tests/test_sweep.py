@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -191,3 +192,36 @@ def test_paired_comparison_matches_scipy():
     assert c["p"] == pytest.approx(stats.ttest_rel(a, b).pvalue)
     assert aggregate.paired([1.0], [0.5]) == {"n": 1, "diff": 0.5, "ci95": None, "p": None}
     assert aggregate.paired([1.0, 2.0], [0.5, 1.5])["p"] is None  # constant difference: no test
+
+
+def test_sigterm_stops_the_running_local_cells(tmp_path):
+    class Job:
+        cancelled = False
+
+        def done(self):
+            return self.cancelled
+
+        def cancel(self):
+            self.cancelled = True
+
+    class Executor:
+        def __init__(self):
+            self.jobs = []
+
+        def update_parameters(self, **kwargs):
+            pass
+
+        def submit(self, fn, *args):
+            self.jobs.append(Job())
+            return self.jobs[-1]
+
+    sweep = launch.Sweep(SweepSpec.from_args(), str(tmp_path), launch.Runtime(device="cpu"))
+    sweep.executor, sweep.record = Executor(), {"cells": {}}
+    before = signal.getsignal(signal.SIGTERM)
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        sweep._run_local([("a", []), ("b", []), ("c", [])], [None, None], 1)
+    timer.join()
+    assert len(sweep.executor.jobs) == 2 and all(j.cancelled for j in sweep.executor.jobs)
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import sys
+import threading
 import time
 
 import submitit
@@ -148,6 +150,10 @@ def _local_slots(rt: Runtime) -> tuple[list, str]:
     return [slot % n_gpus for slot in range(parallel)], "cuda"
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def cpu_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -245,6 +251,9 @@ class Sweep:
     def _run_local(self, todo: list, slots: list, threads: int) -> None:
         executor = self.executor
         pending, running, n_done = list(todo), {}, 0
+        previous = None
+        if threading.current_thread() is threading.main_thread():  # SIGTERM stops cells as Ctrl-C does
+            previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
             while pending or running:
                 for slot, gpu in enumerate(slots):
@@ -269,6 +278,9 @@ class Sweep:
             while any(not job.done() for _, job, _ in running.values()) and time.time() < deadline:
                 time.sleep(0.2)
             raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     def _run_slurm(self, todo: list, threads: int) -> None:
         executor = self.executor

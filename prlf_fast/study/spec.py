@@ -170,8 +170,9 @@ class SweepSpec:
 
     # -- cells -------------------------------------------------------------------------------
     def cells(self) -> list:
-        """(dataset, variant, seed) for every cell, datasets outermost."""
-        return [(d, v, s) for d in self.datasets for v in self.variants for s in self.seeds]
+        """(dataset, variant, seed) for every cell, seeds outermost: a sweep stopped early holds
+        the first seeds of every dataset and variant, not all seeds of the first ones."""
+        return [(d, v, s) for s in self.seeds for d in self.datasets for v in self.variants]
 
     def train_argv(self, sweep_dir: str, dataset: Dataset, variant: str, seed: int) -> list:
         """The ``prlf-fast train`` arguments of a cell (without --resume and runtime options)."""
