@@ -166,6 +166,7 @@ class Sweep:
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.record: dict = {}
         self.earlier: list = []  # records of earlier invocations
+        self.executor = None  # submitit's, made by run() once the settings are checked
 
     def _save(self) -> None:
         write_json(os.path.join(self.dir, SWEEP_FILE),
@@ -187,7 +188,8 @@ class Sweep:
             slots, device, threads = None, "cuda" if self.rt.gpus else "cpu", self.rt.threads or self.rt.cpus
         self.executor = self._make_executor()
         start = time.time()
-        self.record = {"started": provenance.collect("cpu", start)["started"], "command": provenance.command_line(),
+        prov = provenance.collect("cpu", start)
+        self.record = {"started": prov["started"], "command": prov["command"], "provenance": prov,
                        "executor": self.rt.executor, "parallel": len(slots) if slots else self.rt.array_parallelism,
                        "threads_per_cell": threads, "device": device, "cells": {}, "wall_seconds": None}
         os.makedirs(self.dir, exist_ok=True)
