@@ -128,14 +128,15 @@ def write_sweep_report(sweep_dir: str, summary: dict) -> str:
                                         for v, o in spec["variants"].items())]
     if spec["train"] or spec["model"]:
         lines += ["- every cell: " + ", ".join(f"{k}={x}" for k, x in {**spec["train"], **spec["model"]}.items())]
-    if summary["invocations"]:
-        last = summary["invocations"][-1]
-        done = [c for c in last["cells"].values() if c.get("status") == "done"]
-        total = sum(c["seconds"] for c in done)
-        lines += [f"- last invocation: `{last['command']}` started {last['started']}, {last['executor']} executor, "
-                  f"{last['parallel']} at once, {last['threads_per_cell']} thread(s) per cell on {last['device']}; "
-                  f"wall time {last['wall_seconds'] or 0:.0f} s for {len(done)} cells whose own times sum to "
-                  f"{total:.0f} s"]
+    invocations = summary["invocations"]
+    if invocations:
+        last = invocations[-1]
+        done = {k: c for i in invocations for k, c in i["cells"].items() if c.get("status") == "done"}
+        wall = sum(i["wall_seconds"] or 0 for i in invocations)
+        lines += [f"- time: wall time {wall:.0f} s over {len(invocations)} invocation(s), which ran {len(done)} "
+                  f"cells whose own times sum to {sum(c['seconds'] for c in done.values()):.0f} s; the last: "
+                  f"`{last['command']}` started {last['started']}, {last['executor']} executor, {last['parallel']} "
+                  f"at once, {last['threads_per_cell']} thread(s) per cell on {last['device']}"]
     first_cell = next((c for c in summary["cells"] if c["finished"]), None)
     if first_cell:
         import json
