@@ -136,6 +136,9 @@ def test_bad_grids_fail_before_anything_is_written(tmp_path, capsys):
     assert_clean_error(code, err, "variant name 'a/b'")
     code, _, err = run_cli(capsys, "sweep", "--out", sweep, "--dataset", "mosi:/no/such.pkl")
     assert_clean_error(code, err, "/no/such.pkl")
+    (tmp_path / "typo.yaml").write_text("seed: [1, 2]\n")
+    code, _, err = run_cli(capsys, "sweep", "--out", sweep, "--config", tmp_path / "typo.yaml")
+    assert_clean_error(code, err, "unknown key(s) seed")
     assert not sweep.exists()
     spec = SweepSpec.from_args(seeds=[1], train=["epochs=2"])
     with pytest.raises(Exception, match="other settings .*train"):
@@ -225,3 +228,23 @@ def test_sigterm_stops_the_running_local_cells(tmp_path):
     timer.join()
     assert len(sweep.executor.jobs) == 2 and all(j.cancelled for j in sweep.executor.jobs)
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_pickles_are_converted_to_the_cache_once(tmp_path):
+    import torch
+
+    from prlf_fast.data import load_mmsa, synthesize
+    from prlf_fast.data.synthetic import write_pickle
+
+    pkl = tmp_path / "v.pkl"
+    write_pickle(synthesize("mosi", 6, 3, 3, seed=1, reliability="varying"), pkl)
+    spec = SweepSpec.from_args(datasets=[f"v=mosi:{pkl}", "mosi"])
+    messages = []
+    for _ in range(2):
+        launch.prepare_data(spec, str(tmp_path / "sw"), messages.append)
+    assert len(messages) == 1 and "converted" in messages[0]  # once; the synthetic set needs none
+    cache = tmp_path / "sw" / "data" / "v"
+    with pytest.warns(UserWarning):  # the pickle's −inf audio values, reported when loading it
+        from_pickle = load_mmsa(pkl)
+    assert torch.equal(load_mmsa(cache)["test"]["audio"], from_pickle["test"]["audio"])
+    assert sorted(os.listdir(tmp_path / "sw" / "data")) == ["v"]  # no temporary left behind
