@@ -73,3 +73,44 @@ def test_cli_synth_inspect_convert(tmp_path, capsys):
     assert torch.equal(load_mmsa(str(cache))["valid"]["vision"], from_pickle["valid"]["vision"])
     assert main(["data", "inspect", str(pkl), "--preset", "mosi"]) == 2
     assert "preset 'mosi'" in capsys.readouterr().err
+
+
+def _pooled(split, m):
+    x, mask = split[m].double(), split[f"{m}_mask"]
+    pooled = (x * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+    return torch.cat([pooled, torch.ones(len(pooled), 1, dtype=pooled.dtype)], 1)
+
+
+def test_varying_reliability_one_reliable_modality_per_sample():
+    raw = synthesize("mosi", 900, 6, 600, seed=0, reliability="varying")
+    carrier = {s: torch.from_numpy(raw[s]["reliable_modality"]) for s in raw}
+    for s, n in (("train", 900), ("valid", 6), ("test", 600)):
+        assert torch.bincount(carrier[s], minlength=3).tolist() == [n // 3] * 3
+    splits, _ = prepare_mmsa(raw)
+    train, test = splits["train"], splits["test"]
+    for i, m in enumerate(("text", "audio", "vision")):
+        # A ridge probe on modality m, fitted on the samples where m is the reliable one, predicts
+        # the label on those samples of the test split and nothing on the others.
+        own = carrier["train"] == i
+        x, y = _pooled(train, m)[own], train["regression_labels"].double()[own]
+        w = torch.linalg.solve(x.T @ x + 10 * torch.eye(x.shape[1], dtype=x.dtype), x.T @ y)
+        pred = _pooled(test, m) @ w
+        for j in range(3):
+            sel = carrier["test"] == j
+            corr = float(np.corrcoef(pred[sel], test["regression_labels"][sel])[0, 1])
+            assert (corr > 0.7) if j == i else (abs(corr) < 0.25), (m, j, corr)
+    # The unreliable modalities are louder: their valid feature rows have a larger norm.
+    x, mask = train["vision"], train["vision_mask"]
+    norm = (x.norm(dim=-1) * mask).sum(1) / mask.sum(1)
+    assert norm[carrier["train"] != 2].mean() > 1.5 * norm[carrier["train"] == 2].mean()
+
+
+def test_varying_reliability_cli_and_errors(tmp_path, capsys):
+    pkl = tmp_path / "v.pkl"
+    assert main(["data", "synth", "--preset", "sims", "--out", str(pkl), "--n-train", "6", "--n-valid", "3",
+                 "--n-test", "3", "--reliability", "varying"]) == 0
+    assert "varying reliability" in capsys.readouterr().out
+    fixed = synthesize("sims", 6, 3, 3, seed=0)
+    assert "reliable_modality" not in fixed["train"]
+    with pytest.raises(ValueError, match="unknown reliability"):
+        synthesize("mosi", 2, 2, 2, reliability="sometimes")

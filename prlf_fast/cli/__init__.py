@@ -8,6 +8,7 @@ import pkgutil
 import sys
 
 from prlf_fast.errors import PRLFError
+from prlf_fast.provenance import set_command
 
 # Errors that mean "bad input" or a failing environment (any OSError: a full disk, an I/O
 # error; its message names the file), not "bug": one line, exit 2, traceback only with --debug.
@@ -41,6 +42,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    set_command(argv)
     try:
         return int(args.func(args) or 0)
     except USER_ERRORS as exc:

@@ -24,9 +24,11 @@ def _synth(args) -> int:
     with locked(os.path.join(directory, f".{name}.lock"), args.out):
         if os.path.lexists(args.out) and not args.force:
             raise PRLFError(f"{args.out} already exists; use --force to replace it")
-        data = synthesize(args.preset, *sizes, seed=args.seed, aligned=args.aligned)
+        data = synthesize(args.preset, *sizes, seed=args.seed, aligned=args.aligned,
+                          reliability=args.reliability)
         write_pickle(data, args.out)
-    print(f"wrote {args.out}: synthetic {args.preset} ({'aligned' if args.aligned else 'unaligned'}), "
+    print(f"wrote {args.out}: synthetic {args.preset} ({'aligned' if args.aligned else 'unaligned'}, "
+          f"{args.reliability} reliability), "
           f"train/valid/test = {'/'.join(map(str, sizes))}, seed {args.seed}, "
           f"{time.perf_counter() - start:.1f} s")
     return 0
@@ -91,6 +93,9 @@ def register(sub) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--aligned", action="store_true", help="word-aligned layout (no *_lengths keys)")
     s.add_argument("--force", action="store_true", help="replace an existing --out file")
+    s.add_argument("--reliability", choices=("fixed", "varying"), default="fixed",
+                   help="fixed: text strongest for every sample (default); varying: one reliable "
+                        "modality per sample, the other two noisy (key reliable_modality)")
     s.set_defaults(func=_synth)
 
     i = cmds.add_parser("inspect", help="print splits, shapes, dtypes, non-finite counts, label statistics")

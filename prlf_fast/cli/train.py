@@ -35,6 +35,9 @@ def add_device_options(p) -> None:
     p.add_argument("--rates", type=rate_list, nargs="+", metavar="R",
                    help="intra-modality missing rates to evaluate (default 0.0 0.1 … 0.9)")
     p.add_argument("--seeds", type=int, nargs="+", metavar="S", help="mask seeds to evaluate (default 0 1 2)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads of this process (default: torch's, one per core); set it when "
+                        "several runs share the machine, to cores / runs")
 
 
 def register(sub) -> None:
@@ -49,6 +52,8 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--no-eval", dest="evaluate", action="store_false",
                    help="skip the robustness evaluation after training")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write the per-epoch scalars as TensorBoard event files in DIR/tensorboard")
     g = p.add_argument_group("training (defaults per preset; a resumed run keeps its own)")
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int, help="global batch size (split across ranks)")
@@ -147,15 +152,21 @@ def resumed_config(args, saved: dict) -> dict:
 
 
 def run(args) -> int:
+    from prlf_fast.provenance import set_threads
     from prlf_fast.train import distributed
     from prlf_fast.train.run import train
     from prlf_fast.train.rundir import RunDir
+    from prlf_fast.train.tensorboard import check_available
 
+    set_threads(args.threads)
+    if args.tensorboard:
+        check_available()
     out = args.out or os.path.join("runs", f"{args.dataset or 'mosi'}-seed{args.seed or 1}")
     run_dir = RunDir(out)
     config = resumed_config(args, run_dir.read_config()) if args.resume else new_config(args)
     device = distributed.device_for(args.device)
-    state = train(run_dir, config, device, args.backend, args.resume, evaluate=args.evaluate)
+    state = train(run_dir, config, device, args.backend, args.resume, evaluate=args.evaluate,
+                  tensorboard=args.tensorboard)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"run directory: {out} (best epoch {state['best_epoch']}, "
               f"validation {config['train']['select_metric']} {state['best_score']:.4f})")

@@ -10,6 +10,7 @@ import torch
 
 import prlf_fast
 from prlf_fast import data as mmsa
+from prlf_fast import provenance
 from prlf_fast.config import MODALITIES, PRLFConfig
 from prlf_fast.data import prepare_mmsa
 from prlf_fast.errors import PRLFError
@@ -97,11 +98,14 @@ def check_backend(backend: str, device) -> None:
         raise PRLFError(f"--backend {backend} on {device}: {exc}") from exc
 
 
-def train(run: RunDir, config: dict, device, backend: str, resume: bool, evaluate: bool = True) -> dict:
+def train(run: RunDir, config: dict, device, backend: str, resume: bool, evaluate: bool = True,
+          tensorboard: bool = False) -> dict:
     """Train (or resume) the run described by ``config``, then evaluate it; return the state.
+    ``tensorboard`` also writes the metrics.jsonl scalars as TensorBoard event files.
 
     The run directory is locked for the whole run; an interrupted commit in it is finished or
     discarded first (docs/training.md)."""
+    started = time.time()
     device = torch.device(device)
     check_backend(backend, device)
     model_cfg = PRLFConfig.from_dict(config["model"])
@@ -113,8 +117,12 @@ def train(run: RunDir, config: dict, device, backend: str, resume: bool, evaluat
             splits = load_splits(config["data"], model_cfg, device)
             ctx.barrier()
             if not resume:
-                run.write_config(config)
+                run.write_config({**config, "provenance": provenance.collect(device, started)})
             trainer = Trainer(model_cfg, train_cfg, splits, run, device, backend, ctx)
+            if tensorboard and ctx.is_main:
+                from prlf_fast.train.tensorboard import TensorBoardLog
+
+                trainer.listeners.append(TensorBoardLog(run.path, trainer.history))
             if resume:
                 trainer.resume()
             else:
@@ -122,7 +130,11 @@ def train(run: RunDir, config: dict, device, backend: str, resume: bool, evaluat
                 run.log(f"training {model_cfg.dataset} on {config['data']['path'] or 'synthetic data'} "
                         f"(train/valid/test {n['train']}/{n['valid']}/{n['test']}) on {device} "
                         f"backend {backend}, {ctx.world_size} rank(s), {trainer.steps_per_epoch} steps/epoch")
-            state = trainer.fit()
+            try:
+                state = trainer.fit()
+            finally:
+                for listener in trainer.listeners:
+                    listener.close()
             ctx.barrier()
             if evaluate and ctx.is_main:  # the other ranks are done: no collective follows
                 _evaluate(run, config, run, device, backend, splits=splits)
@@ -152,7 +164,7 @@ def evaluate_run(run_dir: str, data_path: str | None = None, rates=None, seeds=N
 def _evaluate(run: RunDir, config: dict, out: RunDir, device, backend: str, data_path=None, rates=None,
               seeds=None, batch_size=None, splits: dict | None = None) -> dict:
     """``evaluate_run`` for a caller that holds ``out``'s session."""
-    start = time.perf_counter()
+    start, started = time.perf_counter(), time.time()
     model_cfg = PRLFConfig.from_dict(config["model"])
     train_cfg = TrainConfig.from_dict(config["train"])
     ckpt = Checkpoint(run.file(BEST))
@@ -170,13 +182,13 @@ def _evaluate(run: RunDir, config: dict, out: RunDir, device, backend: str, data
     seconds = round(time.perf_counter() - start, 2)
     results = {"dataset": model_cfg.dataset, "split": "test", "n_samples": len(test), "data": spec,
                "checkpoint": {"file": BEST, **ckpt.trainer}, "backend": backend, "device": str(device),
-               "eval_seconds": seconds, **results}
+               "eval_seconds": seconds, "provenance": provenance.collect(device, started), **results}
     select = ckpt.trainer.get("select", {})
     info = {"dataset": model_cfg.dataset, "data": spec["path"] or f"synthetic {spec['synthetic']}",
             "checkpoint": f"{BEST} (epoch {ckpt.trainer.get('epoch')}, validation {select.get('metric')} "
                           f"{select.get('score', float('nan')):.4f} at missing rate {select.get('rate')})",
             "test samples": len(test), "backend / device": f"{backend} / {device}",
-            "evaluation time": f"{seconds:.1f} s"}
+            "evaluation time": f"{seconds:.1f} s", "provenance": provenance.line(results["provenance"])}
     with Commit(out.path) as commit:  # results, report and plots replace the old ones together
         write_json(commit.file(RESULTS), results)
         write_report(commit.staging, results, info, read_jsonl(run.file(METRICS)), train_cfg.select_metric)

@@ -132,6 +132,7 @@ class Trainer:
                       "stale": 0, "stopped_early": False}
         self.mask_state = None  # generator state to resume a half-done epoch from
         self.history: list = []
+        self.listeners: list = []  # called with each epoch's metrics record once it is written
         self._stop = threading.Event()
         self._warned_nan = False
 
@@ -308,6 +309,8 @@ class Trainer:
                                              "select": record["select"]})
                 write_jsonl(commit.file(METRICS), self.history)
                 self.save(commit.file(LAST))
+            for listener in self.listeners:
+                listener(record)
         self.run.log(f"epoch {epoch + 1}/{tc.epochs} step {self.state['step']}  loss {train.get('total', 0):.4f} "
                      f"(task {train.get('task', 0):.4f})  valid@{tc.select_rate} {tc.select_metric} {score:.4f}"
                      + ("  *best*" if improved else "") + f"  [{record['seconds']:.1f}s]")

@@ -1,0 +1,306 @@
+"""Running a sweep: check every cell's settings, convert each dataset to the cache once, then run
+the unfinished cells through submitit (local processes or a Slurm array) and keep a record of
+each invocation in ``SWEEP/sweep.json``.
+
+A cell is an ordinary ``prlf-fast train`` run. It is skipped when finished (``results.json`` and
+``report.md`` exist) and resumed with ``--resume`` when it holds a run, so running the same sweep
+command again after a crash completes it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import sys
+import threading
+import time
+
+import submitit
+
+from prlf_fast.errors import PRLFError
+from prlf_fast.study.spec import SWEEP_FILE, SweepSpec, cell_dir, data_path
+from prlf_fast.train.atomic import write_json
+from prlf_fast.train.rundir import CONFIG, REPORT, RESULTS
+
+SUBMITIT = "submitit"
+LOCAL_TIMEOUT_MIN = 60 * 24 * 30  # submitit's local default (2 min) would kill every real cell
+
+
+@dataclasses.dataclass
+class Runtime:
+    """How the cells run (not part of the sweep's identity: may change between invocations)."""
+
+    executor: str = "local"           # local | slurm
+    parallel: int | None = None       # local: cells at once (default: GPUs × per_gpu, else 1)
+    per_gpu: int = 1                  # local: cells sharing one GPU
+    threads: int | None = None        # CPU threads per cell (default: cores / parallel; Slurm: cpus)
+    device: str = "auto"              # auto | cpu | cuda
+    backend: str = "fast"
+    tensorboard: bool = False
+    wait: bool = True                 # wait for the cells, then write the report
+    partition: str | None = None      # slurm
+    time_min: int = 240
+    gpus: int = 1
+    cpus: int = 4
+    array_parallelism: int = 64
+    slurm_options: dict = dataclasses.field(default_factory=dict)
+
+
+def read_state(sweep_dir: str) -> dict | None:
+    """``SWEEP/sweep.json`` (``spec`` and the ``invocations`` records), or None."""
+    import json
+
+    path = os.path.join(sweep_dir, SWEEP_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            state = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise PRLFError(f"{path} is not readable JSON: {exc}") from None
+    if not isinstance(state, dict) or "spec" not in state:
+        raise PRLFError(f"{path} was not written by prlf-fast sweep")
+    return state
+
+
+def cell_key(dataset: str, variant: str, seed: int) -> str:
+    return f"{dataset}/{variant}/seed{seed}"
+
+
+def is_finished(run_dir: str) -> bool:
+    return os.path.isfile(os.path.join(run_dir, RESULTS)) and os.path.isfile(os.path.join(run_dir, REPORT))
+
+
+class CellJob(submitit.helpers.Checkpointable):
+    """The job of one cell. On Slurm a timeout or preemption requeues it (submitit's
+    ``Checkpointable``), and the requeued job resumes the cell from its last checkpoint."""
+
+    def __call__(self, argv: list, threads: int) -> float:
+        """Run (or resume) the cell ``argv`` with ``threads`` CPU threads; return its seconds."""
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # before torch is imported in this process
+        out = argv[argv.index("--out") + 1]
+        if is_finished(out):  # e.g. a Slurm job requeued after it finished
+            return 0.0
+        from prlf_fast.cli import main
+
+        argv = [*argv, "--threads", str(threads)]
+        if os.path.isfile(os.path.join(out, CONFIG)):
+            argv.append("--resume")
+        start = time.perf_counter()
+        code = main(argv)
+        if code != 0:
+            raise RuntimeError(f"prlf-fast {' '.join(argv)} exited with code {code} (its error is in this log)")
+        return time.perf_counter() - start
+
+
+# -- checks and data -------------------------------------------------------------------------
+def validate(spec: SweepSpec, sweep_dir: str) -> None:
+    """Every (dataset, variant)'s settings as ``prlf-fast train`` checks them, before anything
+    is written: unknown or bad ``--set``/training values fail here, once."""
+    from prlf_fast.cli import build_parser
+    from prlf_fast.cli.train import new_config
+
+    parser = build_parser()
+    for d in spec.datasets:
+        if d.data is not None and not os.path.exists(d.data):
+            raise PRLFError(f"dataset {d.name}: {d.data}: no such file or directory")
+        for variant in spec.variants:
+            argv = spec.train_argv(sweep_dir, d, variant, spec.seeds[0])
+            try:
+                new_config(parser.parse_args(argv))
+            except (PRLFError, ValueError) as exc:
+                raise PRLFError(f"dataset {d.name}, variant {variant}: {exc}") from None
+
+
+def prepare_data(spec: SweepSpec, sweep_dir: str, log) -> None:
+    """Convert each pickle to a memory-mapped cache once (SWEEP/data/NAME), so K parallel cells
+    share one copy of the data in the page cache instead of unpickling K copies."""
+    from prlf_fast.data.cache import META
+    from prlf_fast.data.loader import convert
+
+    for d in spec.datasets:
+        if d.data is None or os.path.isdir(d.data):
+            continue
+        target = data_path(sweep_dir, d)
+        if os.path.isfile(os.path.join(target, META)):
+            continue
+        start = time.perf_counter()
+        tmp = f"{target}.tmp"
+        convert(d.data, tmp, d.preset)
+        os.replace(tmp, target)  # the cache appears whole or not at all
+        log(f"converted {d.data} to the cache {target} in {time.perf_counter() - start:.1f} s")
+
+
+# -- executors -------------------------------------------------------------------------------
+def _local_slots(rt: Runtime) -> tuple[list, str]:
+    """One entry per concurrent cell: the GPU it uses (None on CPU); and the cells' device."""
+    import torch
+
+    n_gpus = torch.cuda.device_count() if rt.device != "cpu" and torch.cuda.is_available() else 0
+    if rt.device == "cuda" and n_gpus == 0:
+        raise PRLFError("--device cuda: no CUDA device is available")
+    if rt.per_gpu < 1 or (rt.parallel is not None and rt.parallel < 1):
+        raise PRLFError("--parallel and --per-gpu must be ≥ 1")
+    if n_gpus == 0:
+        return [None] * (rt.parallel or 1), "cpu"
+    capacity = n_gpus * rt.per_gpu
+    parallel = rt.parallel or capacity
+    if parallel > capacity:
+        raise PRLFError(f"--parallel {parallel} is more than {n_gpus} GPU(s) × --per-gpu {rt.per_gpu}")
+    return [slot % n_gpus for slot in range(parallel)], "cuda"
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def cpu_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class Sweep:
+    """One invocation of a sweep directory: plan, launch, record."""
+
+    def __init__(self, spec: SweepSpec, sweep_dir: str, rt: Runtime, log=None):
+        self.spec, self.dir, self.rt = spec, os.path.abspath(sweep_dir), rt
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.record: dict = {}
+        self.earlier: list = []  # records of earlier invocations
+        self.executor = None  # submitit's, made by run() once the settings are checked
+
+    def _save(self) -> None:
+        write_json(os.path.join(self.dir, SWEEP_FILE),
+                   {"spec": self.spec.to_dict(), "invocations": [*self.earlier, self.record]})
+
+    def run(self) -> dict:
+        """Run every unfinished cell; return this invocation's record."""
+        from prlf_fast import provenance
+
+        saved = read_state(self.dir)
+        if saved is not None:
+            self.spec.check_compatible(SweepSpec.from_dict(saved["spec"]), self.dir)
+            self.earlier = saved.get("invocations", [])
+        validate(self.spec, self.dir)
+        if self.rt.executor == "local":
+            slots, device = _local_slots(self.rt)
+            threads = self.rt.threads or max(1, cpu_cores() // len(slots))
+        else:
+            slots, device, threads = None, "cuda" if self.rt.gpus else "cpu", self.rt.threads or self.rt.cpus
+        self.executor = self._make_executor()
+        start = time.time()
+        prov = provenance.collect("cpu", start)
+        self.record = {"started": prov["started"], "command": prov["command"], "provenance": prov,
+                       "executor": self.rt.executor, "parallel": len(slots) if slots else self.rt.array_parallelism,
+                       "threads_per_cell": threads, "device": device, "cells": {}, "wall_seconds": None}
+        os.makedirs(self.dir, exist_ok=True)
+        self._save()
+        prepare_data(self.spec, self.dir, self.log)
+        todo = []
+        for d, v, s in self.spec.cells():
+            key, out = cell_key(d.name, v, s), cell_dir(self.dir, d.name, v, s)
+            if is_finished(out):
+                self.record["cells"][key] = {"status": "skipped (finished)"}
+                continue
+            argv = [*self.spec.train_argv(self.dir, d, v, s), "--device", device, "--backend", self.rt.backend]
+            todo.append((key, argv + (["--tensorboard"] if self.rt.tensorboard else [])))
+        n_cells = len(self.spec.cells())
+        self.log(f"sweep {self.dir}: {n_cells} cells, {n_cells - len(todo)} finished, {len(todo)} to run "
+                 f"({self.rt.executor}, {self.record['parallel']} at once, {threads} thread(s) per cell, {device})")
+        try:
+            if self.rt.executor == "local":
+                self._run_local(todo, slots, threads)
+            else:
+                self._run_slurm(todo, threads)
+        finally:
+            self.record["wall_seconds"] = round(time.time() - start, 2)
+            self._save()
+        return self.record
+
+    def _done(self, key: str, job, wall: float | None, n_done: int, n_all: int) -> None:
+        """Record a finished job: ``seconds`` its cell's own time, ``wall`` submit to end (local)."""
+        try:
+            seconds = job.result()
+            self.record["cells"][key] = {"status": "done", "seconds": round(seconds, 2),
+                                         "wall": None if wall is None else round(wall, 2)}
+            self.log(f"[{n_done}/{n_all}] {key} done in {seconds:.1f} s")
+        except Exception as exc:  # noqa: BLE001 — a failed cell must not stop the others
+            self.record["cells"][key] = {"status": "failed", "log": str(job.paths.stderr)}
+            self.log(f"[{n_done}/{n_all}] {key} FAILED: "
+                     f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__}; "
+                     f"log {job.paths.stderr}")
+        self._save()
+
+    def _make_executor(self):
+        folder = os.path.join(self.dir, SUBMITIT)
+        if self.rt.executor == "local":
+            executor = submitit.LocalExecutor(folder=folder)
+            executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN)
+            return executor
+        try:
+            executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+        except RuntimeError as exc:  # submitit's "Could not detect srun"
+            raise PRLFError(f"--executor slurm: {exc}") from None
+        params = dict(name="prlf-sweep", timeout_min=self.rt.time_min, gpus_per_node=self.rt.gpus,
+                      cpus_per_task=self.rt.cpus, tasks_per_node=1, nodes=1,
+                      slurm_array_parallelism=self.rt.array_parallelism)
+        if self.rt.partition:
+            params["slurm_partition"] = self.rt.partition
+        if self.rt.slurm_options:
+            params["slurm_additional_parameters"] = dict(self.rt.slurm_options)
+        executor.update_parameters(**params)
+        return executor
+
+    def _run_local(self, todo: list, slots: list, threads: int) -> None:
+        executor = self.executor
+        pending, running, n_done = list(todo), {}, 0
+        previous = None
+        if threading.current_thread() is threading.main_thread():  # SIGTERM stops cells as Ctrl-C does
+            previous = signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            while pending or running:
+                for slot, gpu in enumerate(slots):
+                    if slot in running or not pending:
+                        continue
+                    key, argv = pending.pop(0)
+                    if gpu is None:
+                        executor.update_parameters(gpus_per_node=0, visible_gpus=())
+                    else:
+                        executor.update_parameters(gpus_per_node=1, visible_gpus=(gpu,))
+                    running[slot] = (key, executor.submit(CellJob(), argv, threads), time.perf_counter())
+                for slot, (key, job, t0) in list(running.items()):
+                    if job.done():
+                        del running[slot]
+                        n_done += 1
+                        self._done(key, job, time.perf_counter() - t0, n_done, len(todo))
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            for key, job, _ in running.values():
+                job.cancel()  # SIGINT: the trainer saves a checkpoint to resume from
+            deadline = time.time() + 30
+            while any(not job.done() for _, job, _ in running.values()) and time.time() < deadline:
+                time.sleep(0.2)
+            raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _run_slurm(self, todo: list, threads: int) -> None:
+        executor = self.executor
+        if not todo:
+            return
+        with executor.batch():
+            jobs = [(key, executor.submit(CellJob(), argv, threads)) for key, argv in todo]
+        for key, job in jobs:
+            self.record["cells"][key] = {"status": "submitted", "job": job.job_id}
+        self._save()
+        self.log(f"submitted {len(jobs)} cells as Slurm array {jobs[0][1].job_id.split('_')[0]}")
+        if not self.rt.wait:
+            return
+        remaining, n_done = dict(jobs), 0
+        while remaining:
+            for key, job in list(remaining.items()):
+                if job.done():
+                    del remaining[key]
+                    n_done += 1
+                    self._done(key, job, None, n_done, len(jobs))
+            time.sleep(10)

@@ -1,0 +1,223 @@
+"""What a sweep is: seeds × variants × datasets plus the settings every cell shares.
+
+A ``SweepSpec`` comes from the command line or a small YAML file, is saved in ``SWEEP/sweep.json``
+and turns each cell into the argument list of an ordinary ``prlf-fast train`` run whose
+directory is ``SWEEP/cells/<dataset>/<variant>/seed<S>``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+
+from prlf_fast.errors import PRLFError
+
+SWEEP_FILE = "sweep.json"
+CELLS, DATA = "cells", "data"
+# Training settings a sweep may fix for every cell (the seed is the grid's).
+TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup", "grad_clip", "train_missing",
+              "modality_dropout", "select_rate", "select_seed", "select_metric", "patience", "amp",
+              "eval_batch_size")
+_NO_FLAGS = {"train_missing": "--no-train-missing", "amp": "--no-amp"}  # booleans that default on
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+_YAML_KEYS = {"seeds", "variants", "datasets", "train", "set", "rates", "mask_seeds", "reference", "synthetic"}
+
+
+def _check_name(kind: str, name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise PRLFError(f"{kind} name {name!r}: use letters, digits and . _ + - (it names a directory)")
+    return name
+
+
+def parse_value(text: str):
+    """A ``KEY=VALUE`` value: JSON when it parses (numbers, true/false, lists), else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_pairs(items, what: str) -> dict:
+    """``["k=v", ...]`` → ``{k: parsed v}``."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise PRLFError(f"{what} {item!r}: expected KEY=VALUE")
+        out[key.strip()] = parse_value(value.strip())
+    return out
+
+
+def parse_variant(text: str) -> tuple[str, dict]:
+    """``NAME:KEY=VALUE,KEY=VALUE`` (``NAME:`` or ``NAME`` = no override) → (name, overrides)."""
+    name, _, rest = text.partition(":")
+    pairs = [p for p in rest.split(",") if p.strip()]
+    return _check_name("variant", name.strip()), parse_pairs(pairs, f"--variant {text!r}:")
+
+
+@dataclasses.dataclass
+class Dataset:
+    """One dataset of the grid: a preset and its data (a pickle, a cache directory, or ``None``:
+    the synthetic set of that preset's shapes with ``synthetic`` sizes or the embedded default)."""
+
+    name: str
+    preset: str
+    data: str | None = None
+    synthetic: list | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "Dataset":
+        """``[NAME=]PRESET[:PATH]``; NAME defaults to the preset (no PATH) or the file's stem."""
+        name, sep, rest = text.partition("=")
+        if not sep:
+            name, rest = "", text
+        preset, _, path = rest.partition(":")
+        if not name:
+            name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0] if path else preset
+        return cls(name.strip(), preset.strip(), os.path.abspath(path) if path else None)
+
+
+@dataclasses.dataclass
+class SweepSpec:
+    """The grid and the settings shared by every cell (see ``from_args``)."""
+
+    seeds: list
+    variants: dict            # name -> PRLFConfig overrides
+    datasets: list            # of Dataset
+    train: dict = dataclasses.field(default_factory=dict)   # TrainConfig settings (not seed)
+    model: dict = dataclasses.field(default_factory=dict)   # PRLFConfig overrides of every variant
+    rates: list | None = None
+    mask_seeds: list | None = None
+    reference: str | None = None
+
+    def __post_init__(self):
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise PRLFError(f"seeds {self.seeds}: give at least one, each once")
+        if not self.variants:
+            raise PRLFError("a sweep needs at least one variant")
+        for name in self.variants:
+            _check_name("variant", name)
+        names = [d.name for d in self.datasets]
+        if not names or len(set(names)) != len(names):
+            raise PRLFError(f"datasets {names}: give at least one, each name once")
+        for d in self.datasets:
+            _check_name("dataset", d.name)
+        unknown = sorted(set(self.train) - set(TRAIN_KEYS))
+        if unknown:
+            raise PRLFError(f"unknown training setting(s) {', '.join(unknown)}; expected some of "
+                            f"{', '.join(TRAIN_KEYS)} (the seed is the sweep's --seeds)")
+        if self.reference is None:
+            self.reference = "full" if "full" in self.variants else next(iter(self.variants))
+        if self.reference not in self.variants:
+            raise PRLFError(f"reference variant {self.reference!r} is not one of {', '.join(self.variants)}")
+
+    # -- building ----------------------------------------------------------------------------
+    @classmethod
+    def from_args(cls, yaml_path=None, seeds=None, variants=(), datasets=(), train=(), model=(),
+                  rates=None, mask_seeds=None, reference=None, synthetic=None) -> "SweepSpec":
+        """From a YAML file (optional) and command-line values, which replace the file's."""
+        doc = load_yaml(yaml_path) if yaml_path else {}
+        if variants:
+            doc["variants"] = dict(parse_variant(v) for v in variants)
+        if datasets:
+            doc["datasets"] = {d.name: {"preset": d.preset, "data": d.data} for d in map(Dataset.parse, datasets)}
+        for key, value in (("seeds", seeds), ("rates", rates), ("mask_seeds", mask_seeds),
+                           ("reference", reference), ("synthetic", synthetic)):
+            if value is not None:
+                doc[key] = value
+        doc["train"] = {**(doc.get("train") or {}), **parse_pairs(train, "--train")}
+        doc["set"] = {**(doc.get("set") or {}), **parse_pairs(model, "--set")}
+        return cls.from_doc(doc, yaml_path)
+
+    @classmethod
+    def from_doc(cls, doc: dict, source=None) -> "SweepSpec":
+        where = f"{source}: " if source else ""
+        unknown = sorted(set(doc) - _YAML_KEYS)
+        if unknown:
+            raise PRLFError(f"{where}unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(_YAML_KEYS))}")
+        base = os.path.dirname(os.path.abspath(source)) if source else os.getcwd()
+        datasets = []
+        for name, d in (doc.get("datasets") or {"mosi": {"preset": "mosi"}}).items():
+            d = d or {}
+            if not isinstance(d, dict) or "preset" not in d:
+                raise PRLFError(f"{where}dataset {name!r}: expected a mapping with 'preset' (and 'data')")
+            data = d.get("data")
+            datasets.append(Dataset(str(name), d["preset"],
+                                    os.path.abspath(os.path.join(base, data)) if data else None,
+                                    d.get("synthetic", doc.get("synthetic")) if not data else None))
+        variants = {str(k): dict(v or {}) for k, v in (doc.get("variants") or {"full": {}}).items()}
+        return cls(seeds=[int(s) for s in doc.get("seeds") or [1]], variants=variants, datasets=datasets,
+                   train=dict(doc.get("train") or {}), model=dict(doc.get("set") or {}),
+                   rates=doc.get("rates"), mask_seeds=doc.get("mask_seeds"), reference=doc.get("reference"))
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "datasets": [dataclasses.asdict(d) for d in self.datasets]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SweepSpec":
+        return cls(**{**d, "datasets": [Dataset(**x) for x in d["datasets"]]})
+
+    def check_compatible(self, saved: "SweepSpec", sweep_dir: str) -> None:
+        """A sweep directory may grow (more seeds, variants, datasets), never change its cells."""
+        diffs = [k for k in ("train", "model", "rates", "mask_seeds") if getattr(self, k) != getattr(saved, k)]
+        diffs += [f"variant {k}" for k, v in self.variants.items() if k in saved.variants and saved.variants[k] != v]
+        old = {d.name: d for d in saved.datasets}
+        diffs += [f"dataset {d.name}" for d in self.datasets if d.name in old and old[d.name] != d]
+        if diffs:
+            raise PRLFError(f"{sweep_dir} holds a sweep with other settings ({', '.join(diffs)}); its cells "
+                            "would not match: run it again with its own settings or choose another --out")
+
+    # -- cells -------------------------------------------------------------------------------
+    def cells(self) -> list:
+        """(dataset, variant, seed) for every cell, seeds outermost: a sweep stopped early holds
+        the first seeds of every dataset and variant, not all seeds of the first ones."""
+        return [(d, v, s) for s in self.seeds for d in self.datasets for v in self.variants]
+
+    def train_argv(self, sweep_dir: str, dataset: Dataset, variant: str, seed: int) -> list:
+        """The ``prlf-fast train`` arguments of a cell (without --resume and runtime options)."""
+        argv = ["train", "--dataset", dataset.preset, "--seed", str(seed), "--out", cell_dir(sweep_dir, dataset.name, variant, seed)]
+        if dataset.data is not None:
+            argv += ["--data", data_path(sweep_dir, dataset)]
+        elif dataset.synthetic:
+            argv += ["--synthetic", ",".join(str(int(n)) for n in dataset.synthetic)]
+        for key, value in self.train.items():
+            if key in _NO_FLAGS:
+                argv += [] if value else [_NO_FLAGS[key]]
+            else:
+                argv += [f"--{key.replace('_', '-')}", str(value)]
+        for key, value in {**self.model, **self.variants[variant]}.items():
+            plain = isinstance(value, str) and parse_value(value) == value  # reads back as itself
+            argv += ["--set", f"{key}={value if plain else json.dumps(value)}"]
+        if self.rates is not None:
+            argv += ["--rates", *map(str, self.rates)]
+        if self.mask_seeds is not None:
+            argv += ["--seeds", *map(str, self.mask_seeds)]
+        return argv
+
+
+def cell_dir(sweep_dir: str, dataset: str, variant: str, seed: int) -> str:
+    return os.path.join(os.path.abspath(sweep_dir), CELLS, dataset, variant, f"seed{seed}")
+
+
+def data_path(sweep_dir: str, dataset: Dataset) -> str:
+    """Where the cells read ``dataset``: the converted cache of a pickle (one per sweep), or the
+    given cache directory itself."""
+    if os.path.isdir(dataset.data):
+        return dataset.data
+    return os.path.join(os.path.abspath(sweep_dir), DATA, dataset.name)
+
+
+def load_yaml(path) -> dict:
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+    except OSError as exc:
+        raise PRLFError(f"{path}: cannot read the sweep file ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        raise PRLFError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(doc, dict):
+        raise PRLFError(f"{path}: expected a mapping with seeds, variants, datasets, ...")
+    return doc
