@@ -54,8 +54,9 @@ def kill_at(monkeypatch, k):
 
 
 def snapshot(run):
-    """Every file of a run, timings removed: metrics without seconds, checkpoints as metadata
-    plus tensor bytes, results without eval_seconds, the report without its time line."""
+    """Every file of a run, timings and provenance (start times) removed: metrics without seconds,
+    checkpoints as metadata plus tensor bytes, config and results without provenance (results
+    also without eval_seconds), the report without its time and provenance lines."""
     out = {}
     for parent, _, files in os.walk(run):
         for name in files:
@@ -69,10 +70,11 @@ def snapshot(run):
             elif name == "metrics.jsonl":
                 out[rel] = [{k: v for k, v in json.loads(line).items() if k != "seconds"}
                             for line in open(path).read().splitlines()]
-            elif name == "results.json":
-                out[rel] = {k: v for k, v in json.load(open(path)).items() if k != "eval_seconds"}
+            elif name in ("results.json", "config.json"):
+                out[rel] = {k: v for k, v in json.load(open(path)).items() if k not in ("eval_seconds", "provenance")}
             elif name == "report.md":
-                out[rel] = [line for line in open(path).read().splitlines() if "evaluation time" not in line]
+                out[rel] = [line for line in open(path).read().splitlines()
+                            if "evaluation time" not in line and "provenance" not in line]
             else:
                 out[rel] = open(path, "rb").read()
     return out
