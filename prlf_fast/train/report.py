@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from prlf_fast.config import MODALITIES  # noqa: E402
+from prlf_fast.train import anchors  # noqa: E402
 from prlf_fast.train.atomic import atomic_path, write_text  # noqa: E402
 
 # (column title, metric keys joined by "/", is a percentage). LNLN shows Acc-2 and F1 as Has0/Non0.
@@ -83,6 +84,7 @@ def markdown(results: dict, info: dict, plots=()) -> str:
     lines.append(_row("**Average (6)** | ", inter["average"]["mean"], ds))
     complete = next(r for r in inter["records"] if not r["dropped"])
     lines += [_row("none (complete) | {" + ", ".join(complete["available"]) + "}", complete["metrics"], ds), ""]
+    lines += anchors.markdown(results, ds)
     lines += ["## Plots", ""] + [f"![{k}]({PLOTS[k]})" for k in plots] + [""]
     return "\n".join(lines)
 
