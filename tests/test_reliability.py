@@ -3,8 +3,7 @@ per-modality α, β and bias (``reliability_params``), and the anchor loss (``la
 definitions, validation, every backend against the reference, defaults unchanged."""
 import pytest
 import torch
-from conftest import assert_error_rule, random_batch, tiny_config
-from test_model_triton import run_model
+from conftest import random_batch, tiny_config
 from test_switches import LENGTHS, check_backend_parity
 
 from prlf_fast import PRLF, PRLFConfig
@@ -138,16 +137,6 @@ def test_training_forward_holds_each_anchors_prediction():
     assert "anchor" not in PRLF(tiny_config()).train().loss(PRLF(tiny_config()).train()(batch), batch)
 
 
-def check_training_parity(cfg, batch, backend):
-    """As ``check_backend_parity``, in training mode (dropout 0), where the anchor loss acts."""
-    torch.manual_seed(0)
-    model = PRLF(cfg, backend="reference").double().train()
-    exact, names = run_model(model, batch, torch.float64, "reference", "cpu")
-    same, _ = run_model(model, batch, torch.float32, "reference", "cpu")
-    fast, _ = run_model(model, batch, torch.float32, backend, "cpu")
-    assert_error_rule(fast, same, exact, names)
-
-
 @pytest.mark.parametrize("switches", CANDIDATES, ids=ids)
 def test_fast_backend_honours_the_candidate(switches):
     cfg = tiny_config(**switches)
@@ -156,7 +145,7 @@ def test_fast_backend_honours_the_candidate(switches):
 
 def test_fast_backend_honours_the_anchor_loss():
     cfg = tiny_config(**TRAINED)
-    check_training_parity(cfg, random_batch(cfg, 4, seed=7, lengths=LENGTHS), "fast")
+    check_backend_parity(cfg, random_batch(cfg, 4, seed=7, lengths=LENGTHS), "fast", training=True)
 
 
 @pytest.mark.triton
@@ -165,4 +154,4 @@ def test_triton_backend_honours_the_candidates():
     cfg = tiny_config(**CANDIDATES[2])
     check_backend_parity(cfg, random_batch(cfg, 4, seed=7, lengths=LENGTHS), "triton")
     cfg = tiny_config(**TRAINED, fisher_params="bias")
-    check_training_parity(cfg, random_batch(cfg, 4, seed=7, lengths=LENGTHS), "triton")
+    check_backend_parity(cfg, random_batch(cfg, 4, seed=7, lengths=LENGTHS), "triton", training=True)
