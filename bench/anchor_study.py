@@ -9,7 +9,8 @@ and the inter average (mean of the six configurations): every variant's value of
 its own rule, with each fixed anchor forced at inference and with the per-sample best (mean ± std
 over seeds), the headroom share AMRE captures, and the paired differences over the seeds both
 variants share: variant − baseline and variant − its best fixed anchor (the fixed anchor with the
-lowest mean on that set). Needs scipy.
+best mean on that set: lowest MAE, highest otherwise). The headroom share is shown for MAE only.
+Needs scipy.
 """
 from __future__ import annotations
 
@@ -70,9 +71,9 @@ def table(runs: dict, proto: str, metric: str, baseline: str) -> list:
         vs_base = "—" if variant == baseline or not shared else paired(
             [value(seeds[s], proto, "amre", metric) for s in shared],
             [value(base[s], proto, "amre", metric) for s in shared])
-        best_fixed = min(FIXED, key=lambda m: means[m])
+        best_fixed = (min if metric == "MAE" else max)(FIXED, key=lambda m: means[m])
         vs_fixed = f"{best_fixed}: " + paired(vals["amre"], vals[best_fixed])
-        lines.append(f"| {variant} | {len(order)} | " + " | ".join(cells) + f" | {headroom(means)} | {vs_base} | {vs_fixed} |")
+        lines.append(f"| {variant} | {len(order)} | " + " | ".join(cells) + f" | {headroom(means) if metric == 'MAE' else '—'} | {vs_base} | {vs_fixed} |")
     return lines
 
 
