@@ -155,3 +155,20 @@ def test_triton_backend_honours_the_candidates():
     check_backend_parity(cfg, random_batch(cfg, 4, seed=7, lengths=LENGTHS), "triton")
     cfg = tiny_config(**TRAINED, fisher_params="bias")
     check_backend_parity(cfg, random_batch(cfg, 4, seed=7, lengths=LENGTHS), "triton", training=True)
+
+
+def test_score_parameters_get_their_own_learning_rate():
+    from prlf_fast.train.optim import build_optimizer
+    from prlf_fast.train.trainer import TrainConfig
+
+    default, _ = build_optimizer(PRLF(tiny_config(reliability_params="modality")), TrainConfig(lr=1e-3), 10)
+    assert len(default.param_groups) == 2
+    model = PRLF(tiny_config(reliability_params="modality", score_lr_scale=20.0))
+    opt, sched = build_optimizer(model, TrainConfig(lr=1e-3, warmup=0.0), 10)
+    score = opt.param_groups[2]
+    assert {id(p) for p in score["params"]} == {id(model.amre.alpha_raw), id(model.amre.beta_raw), id(model.amre.bias)}
+    assert score["lr"] == pytest.approx(2e-2) and score["weight_decay"] == 0.0
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+    opt.step()
+    sched.step()
+    assert opt.param_groups[2]["lr"] == pytest.approx(20 * opt.param_groups[0]["lr"])
