@@ -46,3 +46,16 @@ def test_evaluation(benchmark, device, protocol, variant):
             return {"inter": {"records": inter(model, split, "mosi", BATCH[device], device, encode_once=once)}}
     results = benchmark.pedantic(synced(run, device), rounds=3, iterations=1, warmup_rounds=1)
     assert len(results["inter"]["records"]) == 7
+
+
+@pytest.mark.parametrize("anchors", ["off", "on"])
+@pytest.mark.parametrize("device", devices())
+def test_anchor_diagnostics(benchmark, device, anchors):
+    """The full evaluation (fast backend, encoding once) with and without the anchor diagnostics
+    (issue #15: each fixed anchor through AMRE, ProgInteract and the head on the same encodings)."""
+    model, split = setup(benchmark, device, "fast")
+    benchmark.extra_info.update(n_test=len(split), batch=BATCH[device], backend="fast", anchors=anchors)
+    results = benchmark.pedantic(synced(lambda: robustness(model, split, "mosi", batch_size=BATCH[device],
+                                                           device=device, anchors=anchors == "on"), device),
+                                 rounds=3, iterations=1, warmup_rounds=0)
+    assert ("anchors" in results["intra"]) == (anchors == "on")

@@ -18,6 +18,10 @@ TEXT_ENCODERS = ("features", "bert")
 # Ablation switches (DESIGN §4.6): how AMRE forms the reliability score, and the anchor rule.
 RELIABILITY_MODES = ("amre", "confidence", "fisher", "uniform")
 ANCHORS = ("adaptive", *MODALITIES)
+# AMRE's next version (issue #15; docs/model.md): α, β shared or per modality (with a bias), the
+# Fisher trace over the head's parameters or its biases only.
+RELIABILITY_PARAMS = ("shared", "modality")
+FISHER_PARAMS = ("head", "bias")
 
 
 @dataclass
@@ -50,6 +54,11 @@ class PRLFConfig:
     reliability: str = "amre"
     anchor: str = "adaptive"
     gate_streams: bool = True
+    reliability_params: str = "shared"
+    fisher_params: str = "head"
+    lambda_anchor: float = 0.0
+    anchor_temperature: float = 0.1
+    score_lr_scale: float = 1.0
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -85,6 +94,16 @@ class PRLFConfig:
             raise ValueError(f"anchor={self.anchor!r}; expected one of {ANCHORS}")
         if self.tau <= 0:
             raise ValueError(f"tau={self.tau} must be > 0")
+        if self.reliability_params not in RELIABILITY_PARAMS:
+            raise ValueError(f"reliability_params={self.reliability_params!r}; expected one of {RELIABILITY_PARAMS}")
+        if self.fisher_params not in FISHER_PARAMS:
+            raise ValueError(f"fisher_params={self.fisher_params!r}; expected one of {FISHER_PARAMS}")
+        if self.lambda_anchor < 0:
+            raise ValueError(f"lambda_anchor={self.lambda_anchor} must be ≥ 0")
+        if self.score_lr_scale <= 0:
+            raise ValueError(f"score_lr_scale={self.score_lr_scale} must be > 0")
+        if self.anchor_temperature <= 0:
+            raise ValueError(f"anchor_temperature={self.anchor_temperature} must be > 0")
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "PRLFConfig":

@@ -78,6 +78,24 @@ def test_results_hold_every_rate_seed_and_configuration(trained):
     assert intra["records"][0]["metrics"]["MAE"] == pytest.approx(complete["MAE"], rel=1e-5)
 
 
+def test_results_and_report_hold_the_anchor_diagnostics(trained):
+    """Issue #15: every evaluation reports the run's anchor rule against each fixed anchor and the
+    per-sample best (the values are checked in tests/test_anchors.py), in one report table."""
+    results = json.loads((trained / "results.json").read_text())
+    columns = {"amre", "text", "audio", "vision", "best"}
+    for proto in ("intra", "inter"):
+        assert set(results[proto]["anchors"]["average"]) == {"metrics", "headroom", "rule_best_share"}
+        assert all(set(r["anchors"]["metrics"]) == columns for r in results[proto]["records"])
+    assert [r["rate"] for r in results["intra"]["anchors"]["per_rate"]] == [0.0, 0.5]
+    report = (trained / "report.md").read_text()
+    assert report.count("## Anchor choice") == 1
+    table = [line for line in report.split("## Anchor choice")[1].split("## Plots")[0].splitlines()
+             if line.startswith("| ")]
+    assert len(table) == 1 + 2 + 1 + 7 + 1   # header, rates, their average, configurations, their average
+    assert table[0] == "| Case | AMRE | text | audio | vision | best | captured | AMRE best |"
+    assert any(line.startswith("| inter −{audio, vision} |") and "| — |" in line for line in table)
+
+
 def test_report_tables_and_plots(trained):
     report = (trained / "report.md").read_text()
     rows = [line for line in report.splitlines() if line.startswith("| ")]

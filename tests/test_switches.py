@@ -135,10 +135,11 @@ def test_every_parameter_gets_a_finite_gradient(switches):
     assert math.isclose(model.amre.alpha.item(), 1.0, rel_tol=1e-6)
 
 
-def check_backend_parity(cfg, batch, backend):
-    """``backend`` in float32 against the reference in float32 and float64 (the error rule)."""
+def check_backend_parity(cfg, batch, backend, training: bool = False):
+    """``backend`` in float32 against the reference in float32 and float64 (the error rule); in
+    eval mode, or in training mode (for a config without dropout) with ``training``."""
     torch.manual_seed(0)
-    model = PRLF(cfg, backend="reference").double().eval()
+    model = PRLF(cfg, backend="reference").double().train(training)
     exact, names = run_model(model, batch, torch.float64, "reference", "cpu")
     same, _ = run_model(model, batch, torch.float32, "reference", "cpu")
     fast, _ = run_model(model, batch, torch.float32, backend, "cpu")

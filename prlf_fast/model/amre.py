@@ -9,6 +9,7 @@ from torch import nn
 
 from prlf_fast import ops, reference
 from prlf_fast.config import MODALITIES
+from prlf_fast.model.reliability import bias_fisher
 
 _SOFTPLUS_INV_1 = math.log(math.e - 1.0)  # softplus(x) = 1
 
@@ -41,20 +42,23 @@ def reliability_weights_and_order(scores, tau: float, anchor: str = "adaptive"):
     return weights, order
 
 
-def reliability_scores(mode: str, alpha, beta, confidence, fisher):
+def reliability_scores(mode: str, alpha, beta, confidence, fisher, bias=None):
     """(B, M) scores of DESIGN §4.6's ``reliability`` modes, before absent modalities are masked:
     "amre" α log c − β log(1 + F); "confidence" α log c; "fisher" −β log(1 + F); "uniform" 0.
-    α and β stay in the graph with a zero gradient where a mode drops them (DistributedDataParallel
+    α, β: scalars or (M,) per modality; ``bias`` (M,) or None is added (not in "uniform").
+    Parameters stay in the graph with a zero gradient where a mode drops them (DistributedDataParallel
     and the optimizers expect a gradient for every parameter)."""
     if mode == "amre":
-        return alpha * confidence.log() - beta * torch.log1p(fisher)
-    if mode == "confidence":
-        return alpha * confidence.log() - 0.0 * beta
-    if mode == "fisher":
-        return 0.0 * alpha - beta * torch.log1p(fisher)
-    if mode == "uniform":
-        return torch.zeros_like(confidence) + 0.0 * (alpha + beta)
-    raise ValueError(f"unknown reliability mode {mode!r}")
+        scores = alpha * confidence.log() - beta * torch.log1p(fisher)
+    elif mode == "confidence":
+        scores = alpha * confidence.log() - 0.0 * beta
+    elif mode == "fisher":
+        scores = 0.0 * alpha - beta * torch.log1p(fisher)
+    elif mode == "uniform":
+        return torch.zeros_like(confidence) + 0.0 * (alpha + beta) + (0.0 if bias is None else 0.0 * bias)
+    else:
+        raise ValueError(f"unknown reliability mode {mode!r}")
+    return scores if bias is None else scores + bias
 
 
 class AMRE(nn.Module):
@@ -63,14 +67,17 @@ class AMRE(nn.Module):
     def __init__(self, cfg, n_modalities: int = 3):
         super().__init__()
         m, d, h, k = n_modalities, cfg.d_model, cfg.recog_hidden, cfg.n_classes
-        self.tau, self.mode, self.anchor = cfg.tau, cfg.reliability, cfg.anchor
+        self.tau, self.mode, self.anchor, self.fisher_params = cfg.tau, cfg.reliability, cfg.anchor, cfg.fisher_params
         bound1, bound2 = 1.0 / math.sqrt(d), 1.0 / math.sqrt(h)
         self.w1 = nn.Parameter(torch.empty(m, h, d).uniform_(-bound1, bound1))
         self.b1 = nn.Parameter(torch.empty(m, h).uniform_(-bound1, bound1))
         self.w2 = nn.Parameter(torch.empty(m, k, h).uniform_(-bound2, bound2))
         self.b2 = nn.Parameter(torch.empty(m, k).uniform_(-bound2, bound2))
-        self.alpha_raw = nn.Parameter(torch.tensor(_SOFTPLUS_INV_1))
-        self.beta_raw = nn.Parameter(torch.tensor(_SOFTPLUS_INV_1))
+        # α, β: shared scalars (DESIGN §4.2), or per modality with a bias (reliability_params).
+        shape = (m,) if cfg.reliability_params == "modality" else ()
+        self.alpha_raw = nn.Parameter(torch.full(shape, _SOFTPLUS_INV_1))
+        self.beta_raw = nn.Parameter(torch.full(shape, _SOFTPLUS_INV_1))
+        self.bias = nn.Parameter(torch.zeros(m)) if cfg.reliability_params == "modality" else None
 
     @property
     def alpha(self):
@@ -83,12 +90,16 @@ class AMRE(nn.Module):
     def forward(self, z, present, backend: str = "reference", anchor: str | None = None) -> Reliability:
         """z (B, M, d) pooled modality summaries, present (B, M) bool; ``anchor`` overrides the
         config's anchor rule (see ``reliability_weights_and_order``)."""
-        _, _, logits = reference.recognition_logits(z, self.w1, self.b1, self.w2, self.b2)
-        score_fn = reference.fisher_reliability if backend == "reference" else ops.fisher_reliability
+        a, _, logits = reference.recognition_logits(z, self.w1, self.b1, self.w2, self.b2)
         with torch.no_grad():
-            confidence, fisher = score_fn(z.detach(), self.w1.detach(), self.b1.detach(),
-                                          self.w2.detach(), self.b2.detach())
-        scores = reliability_scores(self.mode, self.alpha, self.beta, confidence, fisher)
+            if self.fisher_params == "bias":   # torch ops on every backend (prlf_fast.model.reliability)
+                confidence = torch.softmax(logits.detach(), dim=-1).amax(dim=-1)
+                fisher = bias_fisher(a.detach(), logits.detach(), self.w2.detach())
+            else:
+                score_fn = reference.fisher_reliability if backend == "reference" else ops.fisher_reliability
+                confidence, fisher = score_fn(z.detach(), self.w1.detach(), self.b1.detach(),
+                                              self.w2.detach(), self.b2.detach())
+        scores = reliability_scores(self.mode, self.alpha, self.beta, confidence, fisher, self.bias)
         scores = scores.masked_fill(~present, float("-inf"))
         weights, order = reliability_weights_and_order(scores, self.tau, anchor or self.anchor)
         return Reliability(logits, confidence, fisher, scores, weights, order)

@@ -11,6 +11,7 @@ from prlf_fast.config import ANCHORS, MODALITIES, PRLFConfig
 from prlf_fast.model.amre import AMRE
 from prlf_fast.model.encoder import ModalityEncoder
 from prlf_fast.model.interact import ProgInteract
+from prlf_fast.model.reliability import anchor_loss, anchor_predictions
 from prlf_fast.ops import normalize_backend
 from prlf_fast.profiling import nvtx_range
 
@@ -28,6 +29,9 @@ class PRLFOutput:
     present: torch.Tensor      # (B, 3) bool
     anchor_mean: torch.Tensor  # (B, d) mean over tokens of the anchor
     stream_mean: torch.Tensor  # (B, 2, d) mean over tokens of the two streams
+    # (B, 3) prediction with each modality as the anchor, without gradient: only in training
+    # with lambda_anchor > 0 (the anchor loss's targets)
+    anchor_predictions: torch.Tensor | None = None
 
 
 class PredictionHead(nn.Module):
@@ -92,7 +96,12 @@ class PRLF(nn.Module):
         return torch.stack([self.encoders[m].absent(batch_size, backend=self.backend) for m in MODALITIES], dim=1)
 
     def forward(self, batch: Batch) -> PRLFOutput:
-        return self.fuse(*self.encode(batch))
+        hidden, present = self.encode(batch)
+        out = self.fuse(hidden, present)
+        if self.training and self.config.lambda_anchor > 0:
+            with nvtx_range("anchor_predictions"):
+                out.anchor_predictions = anchor_predictions(self, hidden.detach(), present)
+        return out
 
     def fuse(self, hidden, present, anchor: str | None = None) -> PRLFOutput:
         """AMRE, ProgInteract and the head on encoder outputs: hidden (B, 3, T, d) and present
@@ -116,7 +125,9 @@ class PRLF(nn.Module):
         )
 
     def loss(self, output: PRLFOutput, batch: Batch) -> dict:
-        """DESIGN §4.5: L1 task loss + λ_rec · recognition CE + λ_align · (1 − cos) alignment."""
+        """DESIGN §4.5: L1 task loss + λ_rec · recognition CE + λ_align · (1 − cos) alignment; in
+        training with ``lambda_anchor > 0`` also + λ_anchor · the anchor loss (key ``anchor``;
+        ``prlf_fast.model.reliability.anchor_loss``)."""
         if batch.label is None:
             raise ValueError("PRLF.loss needs batch.label")
         cfg = self.config
@@ -135,11 +146,16 @@ class PRLF(nn.Module):
         )
         align = _masked_mean(1.0 - cos, stream_present)
         total = task + cfg.lambda_rec * rec + cfg.lambda_align * align
+        extra = {}
+        if output.anchor_predictions is not None:
+            extra["anchor"] = anchor_loss(output.scores, output.anchor_predictions, batch.label, cfg.tau,
+                                          cfg.anchor_temperature)
+            total = total + cfg.lambda_anchor * extra["anchor"]
         if not (cfg.gate_streams and cfg.n_interact > 0):
             # The weights reach no output: keep α, β in the graph with a zero gradient
             # (DistributedDataParallel and the optimizers expect a gradient for every parameter).
             total = total + 0.0 * output.weights.sum()
-        return {"total": total, "task": task, "rec": rec, "align": align}
+        return {"total": total, "task": task, "rec": rec, "align": align, **extra}
 
 
 def _masked_mean(values, mask):

@@ -32,15 +32,20 @@ def recognition_logits(z, w1, b1, w2, b2):
     return a, u, o
 
 
+def fisher_spread(a, p, w2):
+    """Σ_k p_k ‖G_k‖² − ‖G p‖² (B, M), G = diag(GELU′(a)) W2ᵀ: a (B, M, h), p (B, M, K), w2 (M, K, h)."""
+    g2 = gelu_grad(a).square()                                        # (B, M, h)
+    second = torch.einsum("bmk,mkh->bmh", p, w2.square())             # Σ_k p_k W2_kh²
+    mean = torch.einsum("bmk,mkh->bmh", p, w2)                        # (W2ᵀ p)_h
+    return (g2 * (second - mean.square())).sum(dim=-1)
+
+
 def fisher_reliability(z, w1, b1, w2, b2):
     """(confidence, fisher), each (B, M), computed in the inputs' dtype with plain torch ops."""
     a, u, o = recognition_logits(z, w1, b1, w2, b2)
     p = torch.softmax(o, dim=-1)
     confidence = p.amax(dim=-1)
-    g2 = gelu_grad(a).square()                                        # (B, M, h)
-    second = torch.einsum("bmk,mkh->bmh", p, w2.square())             # Σ_k p_k W2_kh²
-    mean = torch.einsum("bmk,mkh->bmh", p, w2)                        # (W2ᵀ p)_h
-    spread = (g2 * (second - mean.square())).sum(dim=-1)
+    spread = fisher_spread(a, p, w2)
     head_out = (1.0 - p.square().sum(dim=-1)) * (u.square().sum(dim=-1) + 1.0)
     fisher = head_out + spread * (z.square().sum(dim=-1) + 1.0)
     return confidence, fisher

@@ -13,6 +13,7 @@ from prlf_fast.data import missing
 from prlf_fast.metrics import mmsa_metrics
 from prlf_fast.model import PRLF
 from prlf_fast.profiling import nvtx_range
+from prlf_fast.train import anchors as anchor_diag
 
 
 def autocast(device: torch.device, enabled: bool = True):
@@ -48,22 +49,21 @@ def collect(model, split, run_batch, batch_size: int, device, amp: bool, fields=
     return {name: {f: torch.cat(v) for f, v in per.items()} for name, per in parts.items()}
 
 
-def corrupted(model, corrupt: dict):
-    """``run_batch`` for ``collect``: the model on each ``corrupt[name](batch, idx)``."""
+def corrupted(model, corrupt: dict, anchors: bool = False):
+    """``run_batch`` for ``collect``: the model on each ``corrupt[name](batch, idx)``; with
+    ``anchors`` (a plain ``PRLF``), also each fixed anchor on the same encoding, named
+    ``(name, modality)`` (``anchors.fuse_all``)."""
     def run_batch(batch, idx):
         outputs = {}
         for name, fn in corrupt.items():
             with nvtx_range("data"):
                 changed = fn(batch, idx)
-            outputs[name] = model(changed)
+            if anchors:
+                outputs.update(anchor_diag.fuse_all(model, name, *model.encode(changed)))
+            else:
+                outputs[name] = model(changed)
         return outputs
     return run_batch
-
-
-def _predict(model, split, variants: dict, batch_size: int, device, amp: bool):
-    """name -> (predictions (N,), dominant (N,)) for every variant (name -> fn(batch, idx) -> batch)."""
-    out = collect(model, split, corrupted(model, variants), batch_size, device, amp)
-    return {k: (v["prediction"], v["dominant"]) for k, v in out.items()}
 
 
 def _dominant_share(dominant: torch.Tensor) -> dict:
@@ -77,19 +77,22 @@ def at_rate(uniforms: dict, rate: float):
     return lambda batch, idx: missing.intra_corrupt(batch, rate, missing.select_uniforms(uniforms, idx))
 
 
-def intra(model, split, dataset: str, rates, seeds, batch_size: int = 256, device="cpu", amp=True) -> list:
-    """One record per (rate, seed): metrics and the share of samples each modality dominates."""
+def intra(model, split, dataset: str, rates, seeds, batch_size: int = 256, device="cpu", amp=True,
+          anchors: bool = False) -> list:
+    """One record per (rate, seed): metrics and the share of samples each modality dominates;
+    with ``anchors`` (a plain ``PRLF``) also the anchor diagnostics (``anchors.record``)."""
     device = torch.device(device)
     label = split.label.float().cpu()
     records = []
     for seed in seeds:
         uniforms = missing.eval_uniforms(split, seed)
-        out = _predict(model, split, {r: at_rate(uniforms, r) for r in rates}, batch_size, device, amp)
+        out = collect(model, split, corrupted(model, {r: at_rate(uniforms, r) for r in rates}, anchors),
+                      batch_size, device, amp)
         for rate in rates:
-            pred, dom = out[rate]
             records.append({"rate": float(rate), "seed": int(seed),
-                            "metrics": mmsa_metrics(pred, label, dataset),
-                            "dominant_share": _dominant_share(dom)})
+                            "metrics": mmsa_metrics(out[rate]["prediction"], label, dataset),
+                            "dominant_share": _dominant_share(out[rate]["dominant"]),
+                            **({"anchors": anchor_diag.record(out, rate, label, dataset)} if anchors else {})})
     return records
 
 
@@ -101,11 +104,12 @@ def _dropped_mask(dropped, device) -> torch.Tensor:
     return torch.tensor([m in dropped for m in MODALITIES], device=device)
 
 
-def _inter_encode_once(model, configs):
+def _inter_encode_once(model, configs, anchors: bool = False):
     """``run_batch`` for ``collect``: each modality is encoded once per batch, as in the complete
     case; a dropped modality's encoder output is ``model.absent_hidden`` (it does not depend on
     the features: no valid position, so the pooling adds exactly 0), computed once per batch size.
-    Bit for bit what the model gives on ``missing.inter_drop(batch, c)``."""
+    Bit for bit what the model gives on ``missing.inter_drop(batch, c)``. With ``anchors``, also
+    each fixed anchor, named ``(c, modality)`` (``anchors.fuse_all``)."""
     absent = {}
 
     def run_batch(batch, idx):
@@ -116,23 +120,28 @@ def _inter_encode_once(model, configs):
         outputs = {}
         for c in configs:
             drop = _dropped_mask(c, hidden.device)
-            outputs[c] = model.fuse(torch.where(drop[None, :, None, None], absent[batch.size], hidden),
-                                    present & ~drop)
+            case = (torch.where(drop[None, :, None, None], absent[batch.size], hidden), present & ~drop)
+            if anchors:
+                outputs.update(anchor_diag.fuse_all(model, c, *case))
+            else:
+                outputs[c] = model.fuse(*case)
         return outputs
     return run_batch
 
 
 def inter(model, split, dataset: str, batch_size: int = 256, device="cpu", amp=True,
-          encode_once: bool = True) -> list:
+          encode_once: bool = True, anchors: bool = False) -> list:
     """One record per inter-modality configuration and the complete case (deterministic: no seed).
 
     With ``encode_once`` (and a plain ``PRLF``) each batch is encoded once for all seven cases;
-    otherwise the model runs on each corrupted batch (what a wrapped or compiled model gets)."""
+    otherwise the model runs on each corrupted batch (what a wrapped or compiled model gets).
+    ``anchors`` (a plain ``PRLF``, encoding once) adds the anchor diagnostics (``anchors.record``)."""
     device = torch.device(device)
     configs = [tuple(c) for c in missing.INTER_CONFIGS] + [()]
     if encode_once and isinstance(model, PRLF):
-        run_batch = _inter_encode_once(model, configs)
+        run_batch = _inter_encode_once(model, configs, anchors)
     else:
+        anchors = False
         run_batch = corrupted(model, {c: (lambda batch, idx, c=c: missing.inter_drop(batch, c) if c else batch)
                                        for c in configs})
     out = collect(model, split, run_batch, batch_size, device, amp)
@@ -140,7 +149,8 @@ def inter(model, split, dataset: str, batch_size: int = 256, device="cpu", amp=T
     return [{"config": inter_name(c), "dropped": list(c),
              "available": [m for m in MODALITIES if m not in c],
              "metrics": mmsa_metrics(out[c]["prediction"], label, dataset),
-             "dominant_share": _dominant_share(out[c]["dominant"])} for c in configs]
+             "dominant_share": _dominant_share(out[c]["dominant"]),
+             **({"anchors": anchor_diag.record(out, c, label, dataset)} if anchors else {})} for c in configs]
 
 
 def _stats(dicts: list) -> tuple[dict, dict]:
@@ -176,12 +186,18 @@ DEFAULT_SEEDS = (0, 1, 2)  # mask seeds of the robustness evaluation
 
 
 def robustness(model, split, dataset: str, rates=None, seeds=DEFAULT_SEEDS, batch_size: int = 256,
-               device="cpu", amp=True, encode_once: bool = True) -> dict:
-    """Both protocols on ``split``: records and summaries, ready for results.json."""
+               device="cpu", amp=True, encode_once: bool = True, anchors: bool = True) -> dict:
+    """Both protocols on ``split``: records and summaries, ready for results.json. ``anchors``:
+    the anchor diagnostics (``prlf_fast.train.anchors``), for a plain ``PRLF`` encoding once."""
     rates = list(missing.DEFAULT_RATES if rates is None else rates)
-    intra_records = intra(model, split, dataset, rates, seeds, batch_size, device, amp)
-    inter_records = inter(model, split, dataset, batch_size, device, amp, encode_once)
-    return {
+    anchors = anchors and encode_once and isinstance(model, PRLF)
+    intra_records = intra(model, split, dataset, rates, seeds, batch_size, device, amp, anchors)
+    inter_records = inter(model, split, dataset, batch_size, device, amp, encode_once, anchors)
+    results = {
         "intra": {"records": intra_records, **summarize_intra(intra_records)},
         "inter": {"records": inter_records, **summarize_inter(inter_records)},
     }
+    if anchors:
+        results["intra"]["anchors"] = anchor_diag.summarize_intra(intra_records)
+        results["inter"]["anchors"] = anchor_diag.summarize_inter(inter_records)
+    return results

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from prlf_fast.config import MODALITIES
+from prlf_fast.train import anchors
 from prlf_fast.train.atomic import write_text
 
 # (column title, metric keys joined by "/", is a percentage). LNLN shows Acc-2 and F1 as Has0/Non0.
@@ -87,6 +88,7 @@ def markdown(results: dict, info: dict, plots=()) -> str:
     lines.append(_row("**Average (6)** | ", inter["average"]["mean"], ds))
     complete = next(r for r in inter["records"] if not r["dropped"])
     lines += [_row("none (complete) | {" + ", ".join(complete["available"]) + "}", complete["metrics"], ds), ""]
+    lines += anchors.markdown(results, ds)
     lines += ["## Plots", ""] + [f"![{k}]({PLOTS[k]})" for k in plots] + [""]
     return "\n".join(lines)
 
