@@ -45,7 +45,7 @@ def split_files(meta: dict) -> dict:
 
 def is_conversion_file(name: str) -> bool:
     """Whether ``name`` is a split file or a temporary file that a conversion writes."""
-    return bool(_SPLIT_FILE.match(name) or atomic.is_stray(name))
+    return bool(_SPLIT_FILE.match(name) or _TEXTS_FILE.match(name) or atomic.is_stray(name))
 
 
 def clean(cache_dir) -> None:

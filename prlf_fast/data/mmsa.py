@@ -96,16 +96,20 @@ def check_split_shapes(shapes: dict, source, split: str, reference: dict | None 
 
 def _plain_numbers(value) -> bool:
     """A list or tuple (nested at most ``MAX_NESTING`` deep) of ints, floats, bools or numpy
-    real scalars, and nothing else."""
+    real scalars, and nothing else; a tree: no list appears twice in it (shared references
+    would let a few bytes of pickle expand into an array far beyond the load's memory budget)."""
     if type(value) not in (list, tuple):
         return False
-    todo = [(value, 1)]
+    todo, seen = [(value, 1)], {id(value)}
     while todo:
         items, depth = todo.pop()
         if depth > MAX_NESTING:
             return False
         for x in items:
             if type(x) in (list, tuple):
+                if id(x) in seen:
+                    return False
+                seen.add(id(x))
                 todo.append((x, depth + 1))
             elif type(x) not in (int, float, bool) and not isinstance(x, (np.integer, np.floating, np.bool_)):
                 return False
