@@ -144,6 +144,9 @@ def test_bad_grids_fail_before_anything_is_written(tmp_path, capsys):
     with pytest.raises(Exception, match="other settings .*train"):
         SweepSpec.from_args(seeds=[1, 2], train=["epochs=3"]).check_compatible(spec, "S")
     SweepSpec.from_args(seeds=[1, 2], train=["epochs=2"], variants=["x:d_model=8"]).check_compatible(spec, "S")
+    # A smaller grid on a saved sweep continues the whole sweep: nothing saved is dropped.
+    grown = SweepSpec.from_args(seeds=[2], train=["epochs=2"], variants=["x:d_model=8"]).grown_from(spec)
+    assert grown.seeds == [1, 2] and list(grown.variants) == ["full", "x"]
 
 
 def test_slurm_array_submission(tmp_path, capsys, monkeypatch):

@@ -19,7 +19,7 @@ import submitit
 
 from prlf_fast.errors import PRLFError
 from prlf_fast.study.spec import SWEEP_FILE, SweepSpec, cell_dir, data_path
-from prlf_fast.train.atomic import write_json
+from prlf_fast.train.atomic import LOCK, locked, write_json
 from prlf_fast.train.rundir import CONFIG, REPORT, RESULTS
 
 SUBMITIT = "submitit"
@@ -125,9 +125,7 @@ def prepare_data(spec: SweepSpec, sweep_dir: str, log) -> None:
         if os.path.isfile(os.path.join(target, META)):
             continue
         start = time.perf_counter()
-        tmp = f"{target}.tmp"
-        convert(d.data, tmp, d.preset)
-        os.replace(tmp, target)  # the cache appears whole or not at all
+        convert(d.data, target, d.preset)  # commits as a whole (meta.json last): old cache or new
         log(f"converted {d.data} to the cache {target} in {time.perf_counter() - start:.1f} s")
 
 
@@ -173,14 +171,26 @@ class Sweep:
                    {"spec": self.spec.to_dict(), "invocations": [*self.earlier, self.record]})
 
     def run(self) -> dict:
-        """Run every unfinished cell; return this invocation's record."""
-        from prlf_fast import provenance
+        """Run every unfinished cell; return this invocation's record. Holds the sweep directory's
+        lock throughout: a second ``prlf-fast sweep`` on it fails at once with one line."""
+        self._read_saved()
+        validate(self.spec, self.dir)   # settings are checked before anything is written
+        os.makedirs(self.dir, exist_ok=True)
+        with locked(os.path.join(self.dir, LOCK), f"the sweep {self.dir}"):
+            self._read_saved()          # again: another invocation may have saved in between
+            return self._run()
 
+    def _read_saved(self) -> None:
         saved = read_state(self.dir)
         if saved is not None:
-            self.spec.check_compatible(SweepSpec.from_dict(saved["spec"]), self.dir)
+            old = SweepSpec.from_dict(saved["spec"])
+            self.spec.check_compatible(old, self.dir)
+            self.spec = self.spec.grown_from(old)
             self.earlier = saved.get("invocations", [])
-        validate(self.spec, self.dir)
+
+    def _run(self) -> dict:
+        from prlf_fast import provenance
+
         if self.rt.executor == "local":
             slots, device = _local_slots(self.rt)
             threads = self.rt.threads or max(1, cpu_cores() // len(slots))
@@ -192,7 +202,6 @@ class Sweep:
         self.record = {"started": prov["started"], "command": prov["command"], "provenance": prov,
                        "executor": self.rt.executor, "parallel": len(slots) if slots else self.rt.array_parallelism,
                        "threads_per_cell": threads, "device": device, "cells": {}, "wall_seconds": None}
-        os.makedirs(self.dir, exist_ok=True)
         self._save()
         prepare_data(self.spec, self.dir, self.log)
         todo = []

@@ -168,6 +168,15 @@ class SweepSpec:
             raise PRLFError(f"{sweep_dir} holds a sweep with other settings ({', '.join(diffs)}); its cells "
                             "would not match: run it again with its own settings or choose another --out")
 
+    def grown_from(self, saved: "SweepSpec") -> "SweepSpec":
+        """This grid together with the saved one (``check_compatible`` first): an invocation that
+        names fewer seeds, variants or datasets continues the whole sweep, never shrinks it."""
+        names = {d.name for d in saved.datasets}
+        return dataclasses.replace(
+            self, seeds=[*saved.seeds, *(s for s in self.seeds if s not in saved.seeds)],
+            variants={**saved.variants, **self.variants},
+            datasets=[*saved.datasets, *(d for d in self.datasets if d.name not in names)])
+
     # -- cells -------------------------------------------------------------------------------
     def cells(self) -> list:
         """(dataset, variant, seed) for every cell, seeds outermost: a sweep stopped early holds
