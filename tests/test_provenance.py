@@ -52,6 +52,13 @@ def test_train_records_provenance_threads_and_tensorboard(tmp_path, capsys, keep
     assert [e.step for e in mae] == [h["step"] for h in history]
     assert [e.value for e in mae] == pytest.approx([h["valid"]["MAE"] for h in history])
 
+    # A resumed run keeps the epochs before the resume point in TensorBoard (it rewrites them).
+    code, _, err = run_cli(capsys, "train", "--out", out, "--resume", "--tensorboard", "--no-eval")
+    assert code == 0, err
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("valid/MAE")] == [h["step"] for h in history]
+
 
 def test_tensorboard_missing_is_one_clear_error(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # import tensorboard raises ImportError

@@ -114,6 +114,24 @@ def test_anchor_loss_is_the_cross_entropy_over_present_modalities():
     assert anchor_loss(alone, torch.zeros(1, 3), torch.zeros(1), 1.0, 0.1).item() == 0.0
 
 
+def test_anchor_targets_are_drawn_without_dropout():
+    """With dropout, each anchor's target prediction is the eval-mode one, not a noisy draw; the
+    model stays in training mode."""
+    from prlf_fast.model.reliability import anchor_predictions
+
+    cfg = tiny_config(**{**TRAINED, "dropout": 0.3})
+    torch.manual_seed(0)
+    model = PRLF(cfg).train()
+    batch = random_batch(cfg, 4, seed=4, lengths=LENGTHS)
+    with torch.no_grad():
+        hidden, present = model.encode(batch)
+        targets = anchor_predictions(model, hidden, present)
+        assert model.training and model.interact.training
+        model.eval()
+        expected = torch.stack([model.fuse(hidden, present, anchor=m).prediction for m in MODALITIES], dim=-1)
+    torch.testing.assert_close(targets, expected, rtol=0, atol=0)
+
+
 def test_training_forward_holds_each_anchors_prediction():
     cfg = tiny_config(**TRAINED)
     torch.manual_seed(0)

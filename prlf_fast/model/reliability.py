@@ -34,8 +34,14 @@ def bias_fisher(a, logits, w2):
 @torch.no_grad()
 def anchor_predictions(model, hidden, present):
     """(B, 3): the prediction with each modality forced as the anchor (``PRLF.fuse``; an absent
-    one falls back to the adaptive rule), on ``PRLF.encode``'s outputs, without gradient."""
-    return torch.stack([model.fuse(hidden, present, anchor=m).prediction for m in MODALITIES], dim=-1)
+    one falls back to the adaptive rule), on ``PRLF.encode``'s outputs, without gradient and in
+    eval mode: the targets must rank the anchors, not each call's own dropout masks."""
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.stack([model.fuse(hidden, present, anchor=m).prediction for m in MODALITIES], dim=-1)
+    finally:
+        model.train(was_training)
 
 
 def anchor_loss(scores, predictions, label, tau: float, temperature: float):

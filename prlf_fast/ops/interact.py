@@ -67,6 +67,8 @@ def _check(streams, anchor, gates, weights, n_heads, stacked: bool):
                                f"got {len(weights)}")
     torch._check_value(streams.shape[3] % n_heads == 0,
                        lambda: f"{name}: d={streams.shape[3]} is not divisible by n_heads={n_heads}")
+    torch._check_value(streams.dtype in TRITON_DTYPES,
+                       lambda: f"{name}: the kernel takes float32, float16 or bfloat16, not {streams.dtype}")
     for group, tensors in (("streams, anchor and gates", (streams, anchor, gates)),
                            ("the projection weights and biases", [weights[i] for i in PROJECTION_INDICES])):
         dtypes = {t.dtype for t in tensors}

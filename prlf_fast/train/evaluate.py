@@ -188,9 +188,11 @@ DEFAULT_SEEDS = (0, 1, 2)  # mask seeds of the robustness evaluation
 def robustness(model, split, dataset: str, rates=None, seeds=DEFAULT_SEEDS, batch_size: int = 256,
                device="cpu", amp=True, encode_once: bool = True, anchors: bool = True) -> dict:
     """Both protocols on ``split``: records and summaries, ready for results.json. ``anchors``:
-    the anchor diagnostics (``prlf_fast.train.anchors``), for a plain ``PRLF`` encoding once."""
+    the anchor diagnostics (``prlf_fast.train.anchors``), for a plain ``PRLF`` with the adaptive
+    anchor rule, encoding once."""
     rates = list(missing.DEFAULT_RATES if rates is None else rates)
-    anchors = anchors and encode_once and isinstance(model, PRLF)
+    # The diagnostics judge AMRE's choice: a run whose config fixes the anchor has none to judge.
+    anchors = anchors and encode_once and isinstance(model, PRLF) and model.config.anchor == "adaptive"
     intra_records = intra(model, split, dataset, rates, seeds, batch_size, device, amp, anchors)
     inter_records = inter(model, split, dataset, batch_size, device, amp, encode_once, anchors)
     results = {

@@ -19,9 +19,10 @@ from prlf_fast.errors import PRLFError
 from prlf_fast.metrics import mmsa_metrics
 from prlf_fast.model import PRLF
 from prlf_fast.train import distributed, evaluate
+from prlf_fast.train.atomic import atomic_path
 from prlf_fast.train.checkpoint import Checkpoint
 from prlf_fast.train.rundir import BEST, RunDir
-from prlf_fast.train.run import check_splits, data_spec, load_splits
+from prlf_fast.train.run import check_backend, check_splits, data_spec, load_splits
 from prlf_fast.train.trainer import TrainConfig
 
 CONVERTED_KEYS = (*REQUIRED_KEYS, "text_bert", *LENGTH_KEYS.values())   # what prepare_mmsa reads
@@ -35,7 +36,9 @@ def load_run(run_dir, device="auto", backend: str = "fast") -> PRLF:
     cfg = PRLFConfig.from_dict(run.read_config()["model"])
     ckpt = Checkpoint(run.file(BEST))
     ckpt.check_config(cfg)
-    model = PRLF(cfg, backend=backend).to(distributed.device_for(device) if isinstance(device, str) else device)
+    device = distributed.device_for(device) if isinstance(device, str) else device
+    check_backend(backend, device)
+    model = PRLF(cfg, backend=backend).to(device)
     ckpt.restore_model(model)
     return model.eval()
 
@@ -100,8 +103,7 @@ def write_predictions(path: str, ids: list, label, outputs: dict) -> None:
     values = {q: v.tolist() for q, v in per_modality.items()}
     labels = label.tolist() if label is not None else None
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(columns)
         for i, sample in enumerate(ids):
@@ -110,7 +112,6 @@ def write_predictions(path: str, ids: list, label, outputs: dict) -> None:
             for j in range(len(MODALITIES)):
                 row += [values[q][i][j] if q == "present" else repr(values[q][i][j]) for q in per_modality]
             w.writerow(row)
-    os.replace(tmp, path)
 
 
 def predict_run(run_dir, out: str, data_path: str | None = None, split: str = "test",

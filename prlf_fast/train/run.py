@@ -119,13 +119,13 @@ def train(run: RunDir, config: dict, device, backend: str, resume: bool, evaluat
             if not resume:
                 run.write_config({**config, "provenance": provenance.collect(device, started)})
             trainer = Trainer(model_cfg, train_cfg, splits, run, device, backend, ctx)
-            if tensorboard and ctx.is_main:
+            if resume:
+                trainer.resume()
+            if tensorboard and ctx.is_main:  # after resume: it rewrites the history resumed from
                 from prlf_fast.train.tensorboard import TensorBoardLog
 
                 trainer.listeners.append(TensorBoardLog(run.path, trainer.history))
-            if resume:
-                trainer.resume()
-            else:
+            if not resume:
                 n = {k: len(v) for k, v in splits.items()}
                 run.log(f"training {model_cfg.dataset} on {config['data']['path'] or 'synthetic data'} "
                         f"(train/valid/test {n['train']}/{n['valid']}/{n['test']}) on {device} "
