@@ -436,3 +436,28 @@ def test_cli_hostile_files_one_line_exit_2(tmp_path, capsys, command, case):
     assert main(argv) == 2
     assert_one_line(capsys.readouterr().err, path)
     assert not (tmp_path / "cache").exists()
+
+
+def test_numeric_lists_with_shared_references_are_refused():
+    """A list referenced many times expands exponentially in numpy (2.6 kB of pickle → a 61 MB
+    array, 25 kB → 64 GB), past the load's budget, which sees each reference as 8 bytes."""
+    from prlf_fast.data.mmsa import _plain_numbers
+
+    row = [0.0, 1.0]
+    assert _plain_numbers([[0.0, 1.0], [0.0, 1.0]])
+    assert not _plain_numbers([row, row])
+    assert not _plain_numbers([[row], [row]])
+
+
+def test_sample_texts_are_strings_within_the_budget(tmp_path):
+    """ids/raw_text go to texts.<id>.json: only strings, and no more characters than the load's
+    budget (many references to one long string would be written out once each)."""
+    from prlf_fast.data.ids import sample_texts
+
+    path = write(tmp_path, b"x" * 100)
+    assert sample_texts({"test": {"id": np.array(["a", b"b"], dtype=object)}}, path) == {"test": {"id": ["a", "b"]}}
+    with pytest.raises(DataError, match=r"key 'id' holds a list; expected strings"):
+        sample_texts({"test": {"id": [["a"] * 3]}}, path)
+    long = "y" * (1 << 20)
+    with pytest.raises(DataError, match="memory budget"):
+        sample_texts({"test": {"raw_text": [long] * 40}}, path)
