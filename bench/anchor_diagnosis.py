@@ -16,9 +16,9 @@ import torch
 from prlf_fast import load_run
 from prlf_fast.config import MODALITIES
 from prlf_fast.data import missing
+from prlf_fast.data.runs import load_splits
+from prlf_fast.io.rundir import RunDir
 from prlf_fast.reference.fisher import fisher_reliability, gelu_grad, recognition_logits
-from prlf_fast.train.rundir import RunDir
-from prlf_fast.train.run import load_splits
 
 
 @torch.no_grad()

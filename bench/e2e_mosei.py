@@ -21,12 +21,12 @@ import torch
 from environment import environment_info
 
 from prlf_fast import PRLF, PRLFConfig
+from prlf_fast.config import TrainConfig
 from prlf_fast.data import Split, epoch_generator, prepare_mmsa, synthesize, train_corrupt
+from prlf_fast.eval.robustness import autocast, robustness
+from prlf_fast.io.atomic import write_json
 from prlf_fast.profiling import nvtx_range
-from prlf_fast.train.atomic import write_json
-from prlf_fast.train.evaluate import autocast, robustness
 from prlf_fast.train.optim import build_optimizer
-from prlf_fast.train.trainer import TrainConfig
 
 VARIANTS = ("reference", "fast", "compiled-reference")
 

@@ -10,7 +10,7 @@ from conftest import devices, synced
 
 from prlf_fast import PRLF, PRLFConfig
 from prlf_fast.data import Split, prepare_mmsa, synthesize
-from prlf_fast.train.evaluate import inter, robustness
+from prlf_fast.eval.robustness import inter, robustness
 
 N_TEST = {"cpu": 128, "cuda": 2048}
 BATCH = {"cpu": 128, "cuda": 1024}

@@ -1,8 +1,14 @@
-"""Model and data configuration: ``PRLFConfig`` and the dataset presets of DESIGN §2 and §4."""
+"""Configuration: ``PRLFConfig`` (the model and the dataset presets) and ``TrainConfig`` (the
+optimisation and selection settings of a run), with the field checks they share. Imports
+neither torch nor numpy, so ``prlf-fast --help`` and checking a saved config stay cheap (docs/design.md).
+"""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
+
+from prlf_fast.errors import PRLFError
 
 MODALITIES = ("text", "audio", "vision")
 
@@ -22,6 +28,36 @@ ANCHORS = ("adaptive", *MODALITIES)
 # Fisher trace over the head's parameters or its biases only.
 RELIABILITY_PARAMS = ("shared", "modality")
 FISHER_PARAMS = ("head", "bias")
+
+
+def check_types(obj, what: str) -> None:
+    """Raise ValueError naming every field of dataclass ``obj`` whose value is not of its
+    default's type (an int is a float; a bool is neither; a ``None`` default admits a string)."""
+    bad = []
+    for f in dataclasses.fields(obj):
+        value, default = getattr(obj, f.name), f.default
+        if default is None:
+            ok, expected = value is None or isinstance(value, str), "a path or None"
+        elif isinstance(default, bool):
+            ok, expected = isinstance(value, bool), "bool"
+        elif isinstance(default, (int, float)):
+            kinds = (int, float) if isinstance(default, float) else int
+            ok = isinstance(value, kinds) and not isinstance(value, bool)
+            expected = "a number" if isinstance(default, float) else "int"
+        else:
+            ok, expected = isinstance(value, type(default)), type(default).__name__
+        if not ok:
+            bad.append(f"{f.name}={value!r}: expected {expected}")
+    if bad:
+        raise ValueError(f"invalid {what}(s): " + "; ".join(bad))
+
+
+def from_dict(cls, d: dict, what: str):
+    """``cls(**d)`` for dataclass ``cls``, refusing keys that are not its fields."""
+    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ValueError(f"unknown {what}(s): {', '.join(unknown)}")
+    return cls(**d)
 
 
 @dataclass
@@ -61,21 +97,7 @@ class PRLFConfig:
     score_lr_scale: float = 1.0
 
     def __post_init__(self):
-        for f in dataclasses.fields(self):
-            value, default = getattr(self, f.name), f.default
-            if default is None:
-                ok = value is None or isinstance(value, str)
-            elif isinstance(default, bool):
-                ok = isinstance(value, bool)
-            elif isinstance(default, int):
-                ok = isinstance(value, int) and not isinstance(value, bool)
-            elif isinstance(default, float):
-                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            else:
-                ok = isinstance(value, type(default))
-            if not ok:
-                expected = "a path or None" if default is None else type(default).__name__
-                raise ValueError(f"{f.name}={value!r}: expected {expected}")
+        check_types(self, "model setting")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if self.text_encoder not in TEXT_ENCODERS:
@@ -126,8 +148,71 @@ class PRLFConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PRLFConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown PRLFConfig field(s): {', '.join(unknown)}")
-        return cls(**d)
+        return from_dict(cls, d, "PRLFConfig field")
+
+
+LOWER_IS_BETTER = ("MAE",)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and selection settings of one run (saved in config.json)."""
+
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    warmup: float = 0.1          # fraction of all steps spent warming up linearly
+    grad_clip: float = 1.0       # max gradient norm; 0 disables clipping
+    seed: int = 1
+    train_missing: bool = True   # intra-modality training protocol (DESIGN §3)
+    modality_dropout: float = 0.0
+    select_rate: float = 0.5     # validation missing rate used for model selection
+    select_seed: int = 0         # mask seed of the validation evaluation
+    select_metric: str = "MAE"
+    patience: int = 0            # epochs without improvement before stopping; 0 = never
+    amp: bool = True             # bf16 autocast on CUDA
+    eval_batch_size: int = 256
+
+    def __post_init__(self):
+        check_types(self, "training setting")
+        checks = {
+            "epochs": (self.epochs >= 1, "must be ≥ 1"),
+            "batch_size": (self.batch_size >= 1, "must be ≥ 1"),
+            "lr": (self.lr > 0, "must be > 0"),
+            "weight_decay": (self.weight_decay >= 0, "must be ≥ 0"),
+            "warmup": (0 <= self.warmup < 1, "is a fraction of all steps, in [0, 1)"),
+            "grad_clip": (self.grad_clip >= 0, "must be ≥ 0 (0 turns clipping off)"),
+            "modality_dropout": (0 <= self.modality_dropout < 1,
+                                 "is a probability in [0, 1): at 1 every sample would keep one "
+                                 "modality chosen at random and none would train with its modalities "
+                                 "together"),
+            "select_rate": (0 <= self.select_rate < 1, "is a missing rate in [0, 1)"),
+            "patience": (self.patience >= 0, "must be ≥ 0 (0 turns early stopping off)"),
+            "eval_batch_size": (self.eval_batch_size >= 1, "must be ≥ 1"),
+        }
+        bad = [f"{k}={getattr(self, k)!r} {why}" for k, (ok, why) in checks.items() if not ok]
+        if bad:
+            raise ValueError("invalid training setting(s): " + "; ".join(bad))
+
+    def check_metric(self, dataset: str) -> None:
+        from prlf_fast.metrics import metric_names  # numpy: not for ``prlf-fast --help``
+
+        if self.select_metric not in metric_names(dataset):
+            raise PRLFError(f"select_metric {self.select_metric!r} is not a {dataset} metric; "
+                            f"expected one of {', '.join(metric_names(dataset))}")
+
+    def better(self, new: float, old: float | None) -> bool:
+        """Whether validation score ``new`` improves on the best so far (None: no epoch yet).
+
+        NaN (a metric undefined on the validation predictions, e.g. Corr of a constant
+        prediction) never improves on an earlier epoch, and any number improves on NaN."""
+        if old is None:
+            return True
+        if math.isnan(new) or math.isnan(old):
+            return not math.isnan(new)
+        return new < old if self.select_metric in LOWER_IS_BETTER else new > old
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        return from_dict(cls, d, "training setting")

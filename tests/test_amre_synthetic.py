@@ -3,10 +3,11 @@ training, text is the dominant modality for most complete samples, and never whe
 import pytest
 
 from prlf_fast import PRLFConfig
-from prlf_fast.train.evaluate import inter
-from prlf_fast.train.run import data_spec, load_splits
-from prlf_fast.train.rundir import RunDir
-from prlf_fast.train.trainer import Trainer, TrainConfig
+from prlf_fast.config import TrainConfig
+from prlf_fast.data.runs import data_spec, load_splits
+from prlf_fast.eval.robustness import inter
+from prlf_fast.io.rundir import RunDir
+from prlf_fast.train.trainer import Trainer
 
 pytestmark = pytest.mark.slow  # ~10 s of training on an idle 2-core CPU
 

@@ -7,8 +7,9 @@ from test_evaluate import tiny_split
 
 from prlf_fast import PRLF
 from prlf_fast.config import MODALITIES
+from prlf_fast.eval import anchors
+from prlf_fast.eval import robustness as evaluate
 from prlf_fast.model.encoder import ModalityEncoder
-from prlf_fast.train import anchors, evaluate
 
 COLUMNS = ("amre", "text", "audio", "vision", "best")
 

@@ -14,14 +14,15 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from test_cli_train_eval import TINY_MODEL, TINY_OPTS, assert_clean_error, run_cli
 
 from prlf_fast import PRLF, PRLFConfig
 from prlf_fast.cli import main
+from prlf_fast.config import TrainConfig
 from prlf_fast.data import synthesize
-from prlf_fast.train import atomic
-from prlf_fast.train.checkpoint import save_checkpoint
-from prlf_fast.train.trainer import Trainer, TrainConfig
-from test_cli_train_eval import TINY_MODEL, TINY_OPTS, assert_clean_error, run_cli
+from prlf_fast.io import atomic
+from prlf_fast.io.checkpoint import save_checkpoint
+from prlf_fast.train.trainer import Trainer
 
 RUN = ["--synthetic", "16,8,8", "--epochs", "1", "--batch-size", "8", "--device", "cpu", *TINY_MODEL]
 EVAL = ["--device", "cpu", "--rates", "0.0", "--seeds", "0"]

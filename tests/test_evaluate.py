@@ -7,8 +7,8 @@ from conftest import random_batch, tiny_config
 
 from prlf_fast import PRLF
 from prlf_fast.data import Split
+from prlf_fast.eval import robustness as evaluate
 from prlf_fast.model.encoder import ModalityEncoder
-from prlf_fast.train import evaluate
 
 FIELDS = evaluate.OUTPUT_FIELDS
 

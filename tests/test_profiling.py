@@ -3,11 +3,10 @@ are marked in the ``prlf_fast`` domain; without it every range is a no-op."""
 import contextlib
 
 import pytest
-import torch
 
 from prlf_fast import PRLF, PRLFConfig, profiling
 from prlf_fast.data import Split, prepare_mmsa, synthesize
-from prlf_fast.train.evaluate import intra
+from prlf_fast.eval.robustness import intra
 
 SMALL = dict(d_model=16, n_heads=2, n_tokens=2, ffn_dim=32, recog_hidden=16, n_encoder_layers=1, n_interact=1)
 

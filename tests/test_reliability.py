@@ -176,8 +176,8 @@ def test_triton_backend_honours_the_candidates():
 
 
 def test_score_parameters_get_their_own_learning_rate():
+    from prlf_fast.config import TrainConfig
     from prlf_fast.train.optim import build_optimizer
-    from prlf_fast.train.trainer import TrainConfig
 
     default, _ = build_optimizer(PRLF(tiny_config(reliability_params="modality")), TrainConfig(lr=1e-3), 10)
     assert len(default.param_groups) == 2

@@ -5,10 +5,10 @@ import matplotlib.image
 import numpy as np
 import pytest
 
+from prlf_fast.eval.robustness import summarize_inter, summarize_intra
 from prlf_fast.metrics import mmsa_metrics
-from prlf_fast.train import plots
-from prlf_fast.train.evaluate import summarize_inter, summarize_intra
-from prlf_fast.train.report import columns, write_report
+from prlf_fast.report import plots
+from prlf_fast.report.run import columns, write_report
 
 MODALITIES = ("text", "audio", "vision")
 RATES = [0.0, 0.3, 0.6, 0.9]

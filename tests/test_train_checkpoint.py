@@ -3,12 +3,12 @@ import os
 
 import pytest
 import torch
-
 from conftest import random_batch, tiny_config
+
 from prlf_fast import PRLF
 from prlf_fast.errors import PRLFError
-from prlf_fast.train.atomic import write_text
-from prlf_fast.train.checkpoint import Checkpoint, save_checkpoint
+from prlf_fast.io.atomic import write_text
+from prlf_fast.io.checkpoint import Checkpoint, save_checkpoint
 from prlf_fast.train.optim import WarmupCosine, param_groups
 
 

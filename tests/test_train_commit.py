@@ -8,11 +8,11 @@ import shutil
 
 import pytest
 from safetensors import safe_open
+from test_cli_train_eval import TINY_MODEL
 
 from prlf_fast.cli import main
-from prlf_fast.train import atomic
-from prlf_fast.train.rundir import RunDir
-from test_cli_train_eval import TINY_MODEL
+from prlf_fast.io import atomic
+from prlf_fast.io.rundir import RunDir
 
 # Two epochs, so a kill can interrupt epoch 2's commit while epoch 1's stands. The evaluation's
 # own commit is killed at every step in test_killed_evaluation_leaves_the_previous_results_whole.

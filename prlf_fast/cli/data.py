@@ -11,7 +11,7 @@ from prlf_fast.errors import PRLFError
 
 def _synth(args) -> int:
     from prlf_fast.data.synthetic import FULL_SIZES, synthesize, write_pickle
-    from prlf_fast.train.atomic import locked
+    from prlf_fast.io.atomic import locked
 
     sizes = list(FULL_SIZES[args.preset]) if args.full_size else [500, 100, 200]
     for i, given in enumerate((args.n_train, args.n_valid, args.n_test)):
@@ -64,7 +64,7 @@ def _check_convert_target(pickle_path: str, out_dir: str, force: bool) -> None:
 def _convert(args) -> int:
     from prlf_fast.data.cache import clean
     from prlf_fast.data.loader import convert
-    from prlf_fast.train.atomic import output_dir
+    from prlf_fast.io.atomic import output_dir
 
     start = time.perf_counter()
     if not os.path.isfile(args.pickle):

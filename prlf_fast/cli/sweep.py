@@ -69,9 +69,9 @@ def run(args) -> int:
     import os
 
     from prlf_fast.errors import PRLFError
+    from prlf_fast.report.sweep import write_sweep_report
     from prlf_fast.study.aggregate import summarize
     from prlf_fast.study.launch import Runtime, Sweep, read_state
-    from prlf_fast.study.report import write_sweep_report
     from prlf_fast.study.spec import SweepSpec, parse_pairs
 
     if args.report:
@@ -94,7 +94,7 @@ def run(args) -> int:
                  partition=args.partition, time_min=args.time, gpus=args.gpus, cpus=args.cpus,
                  array_parallelism=args.array_parallelism, slurm_options=parse_pairs(args.slurm_option, "--slurm-option"))
     if args.tensorboard:
-        from prlf_fast.train.tensorboard import check_available
+        from prlf_fast.report.tensorboard import check_available
 
         check_available()
     record = Sweep(spec, out, rt).run()

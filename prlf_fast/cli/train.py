@@ -98,7 +98,7 @@ def model_overrides(args) -> dict:
 
 
 def synthetic_sizes(text: str | None) -> dict | None:
-    from prlf_fast.train.run import SYNTHETIC_DEFAULT
+    from prlf_fast.data.runs import SYNTHETIC_DEFAULT
 
     if text is None:
         return None
@@ -116,9 +116,10 @@ def explicit_train(args) -> dict:
 
 
 def new_config(args) -> dict:
-    from prlf_fast.train.evaluate import DEFAULT_SEEDS
-    from prlf_fast.train.run import data_spec, run_config
-    from prlf_fast.train.trainer import TrainConfig
+    from prlf_fast.config import TrainConfig
+    from prlf_fast.eval.robustness import DEFAULT_SEEDS
+    from prlf_fast.data.runs import data_spec
+    from prlf_fast.train.run import run_config
 
     dataset = args.dataset or "mosi"
     if args.data is not None and args.synthetic is not None:
@@ -152,11 +153,11 @@ def resumed_config(args, saved: dict) -> dict:
 
 
 def run(args) -> int:
+    from prlf_fast.io.rundir import RunDir
     from prlf_fast.provenance import set_threads
+    from prlf_fast.report.tensorboard import check_available
     from prlf_fast.train import distributed
     from prlf_fast.train.run import train
-    from prlf_fast.train.rundir import RunDir
-    from prlf_fast.train.tensorboard import check_available
 
     set_threads(args.threads)
     if args.tensorboard:

@@ -22,8 +22,8 @@ from safetensors.torch import load_file, save_file
 
 from prlf_fast.data.errors import DataError
 from prlf_fast.data.mmsa import MASK_KEYS, SPLITS, check_split_shapes
-from prlf_fast.train import atomic
-from prlf_fast.train.atomic import WriteError, atomic_path, make_dir, write_json
+from prlf_fast.io import atomic
+from prlf_fast.io.atomic import WriteError, atomic_path, make_dir, write_json
 
 FORMAT = "prlf_fast.mmsa-cache"
 VERSION = 2

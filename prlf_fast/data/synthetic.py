@@ -23,7 +23,7 @@ import torch
 
 from prlf_fast.config import MODALITIES, PRESETS
 from prlf_fast.data.mmsa import SPLITS
-from prlf_fast.train.atomic import atomic_path
+from prlf_fast.io.atomic import atomic_path
 
 CLS, SEP, PAD = 101, 102, 0
 FULL_SIZES = {"mosi": (1284, 229, 686), "mosei": (16326, 1871, 4659), "sims": (1368, 456, 457)}

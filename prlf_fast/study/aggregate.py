@@ -17,9 +17,9 @@ import warnings
 
 import numpy as np
 
+from prlf_fast.io.rundir import RESULTS
 from prlf_fast.study.launch import cell_key, is_finished, read_state
 from prlf_fast.study.spec import SweepSpec, cell_dir
-from prlf_fast.train.rundir import RESULTS
 
 SUMMARY = "summary.json"
 AVERAGES = ("intra/average", "inter/average")
@@ -71,7 +71,7 @@ def paired(a, b) -> dict:
 def summarize(sweep_dir: str) -> dict:
     """Read every finished cell of the sweep in ``sweep_dir``; write and return summary.json."""
     from prlf_fast.errors import PRLFError
-    from prlf_fast.train.atomic import write_json
+    from prlf_fast.io.atomic import write_json
 
     state = read_state(sweep_dir)
     if state is None:

@@ -18,9 +18,9 @@ import time
 import submitit
 
 from prlf_fast.errors import PRLFError
+from prlf_fast.io.atomic import LOCK, locked, write_json
+from prlf_fast.io.rundir import CONFIG, REPORT, RESULTS
 from prlf_fast.study.spec import SWEEP_FILE, SweepSpec, cell_dir, data_path
-from prlf_fast.train.atomic import LOCK, locked, write_json
-from prlf_fast.train.rundir import CONFIG, REPORT, RESULTS
 
 SUBMITIT = "submitit"
 LOCAL_TIMEOUT_MIN = 60 * 24 * 30  # submitit's local default (2 min) would kill every real cell

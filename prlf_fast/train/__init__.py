@@ -1,8 +1,4 @@
-"""Training and robustness evaluation (docs/training.md, docs/protocols.md).
-
-``trainer`` (the loop, ``TrainConfig``), ``evaluate`` (intra/inter protocols), ``run`` (a whole run:
-data, training, evaluation, report; what the CLI calls), ``checkpoint`` (safetensors with optimizer
-and scheduler state), ``report`` (report.md and plots), ``distributed`` (torchrun/DDP), ``optim``,
-``rundir`` and ``atomic`` (file layout and atomic writes). Import the module you need: this package
-imports nothing itself, so a checkpoint reader does not pay for matplotlib.
-"""
+"""Training: the loop (``trainer``), the optimizer and schedule (``optim``), torchrun/DDP
+(``distributed``), a whole run from data to report (``run``: what ``train`` and ``eval`` call)
+and per-sample predictions of a trained run (``predict``: ``load_run``). Import the module you
+need: this package imports nothing itself."""

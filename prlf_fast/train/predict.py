@@ -6,26 +6,17 @@ from __future__ import annotations
 import csv
 import os
 
-import numpy as np
-
-from prlf_fast.config import MODALITIES, PRLFConfig
+from prlf_fast.config import MODALITIES, PRLFConfig, TrainConfig
 from prlf_fast.data import Split, missing
-from prlf_fast.data.cache import is_cache, read_texts
-from prlf_fast.data.ids import sample_texts
-from prlf_fast.data.mmsa import (LABEL_KEY, LENGTH_KEYS, REQUIRED_KEYS, SPLITS, check_split_shapes, prepare_mmsa,
-                                 report_nonfinite)
-from prlf_fast.data.safe_pickle import safe_load
-from prlf_fast.errors import PRLFError
+from prlf_fast.data.runs import data_spec, prediction_data
+from prlf_fast.eval import robustness as evaluate
+from prlf_fast.io.atomic import atomic_path
+from prlf_fast.io.checkpoint import Checkpoint
+from prlf_fast.io.rundir import BEST, RunDir
 from prlf_fast.metrics import mmsa_metrics
 from prlf_fast.model import PRLF
-from prlf_fast.train import distributed, evaluate
-from prlf_fast.train.atomic import atomic_path
-from prlf_fast.train.checkpoint import Checkpoint
-from prlf_fast.train.rundir import BEST, RunDir
-from prlf_fast.train.run import check_backend, check_splits, data_spec, load_splits
-from prlf_fast.train.trainer import TrainConfig
-
-CONVERTED_KEYS = (*REQUIRED_KEYS, "text_bert", *LENGTH_KEYS.values())   # what prepare_mmsa reads
+from prlf_fast.train import distributed
+from prlf_fast.train.run import check_backend
 
 
 def load_run(run_dir, device="auto", backend: str = "fast") -> PRLF:
@@ -41,44 +32,6 @@ def load_run(run_dir, device="auto", backend: str = "fast") -> PRLF:
     model = PRLF(cfg, backend=backend).to(device)
     ckpt.restore_model(model)
     return model.eval()
-
-
-def _pickle_split(path: str, split: str, cfg: PRLFConfig, device):
-    """One split of an MMSA pickle, labels optional, other splits not needed: (Split, texts,
-    has_labels). ``prepare_mmsa`` wants all three splits: the other two are stand-ins made of
-    the split's first sample, converted and dropped."""
-    raw = safe_load(path)
-    texts = sample_texts(raw, path).get(split, {})
-    part = raw.get(split) if isinstance(raw, dict) else None
-    if not isinstance(part, dict):
-        found = ", ".join(map(repr, raw)) if isinstance(raw, dict) else type(raw).__name__
-        raise PRLFError(f"data {path}: no split {split!r} (found: {found or 'none'})")
-    part = {k: v for k, v in part.items() if k in CONVERTED_KEYS}
-    has_labels = LABEL_KEY in part
-    if not has_labels and "text" in part:   # predictions only: a stand-in label, never reported
-        part[LABEL_KEY] = np.zeros(len(part["text"]), dtype=np.float32)
-    check_split_shapes({k: np.shape(v) for k, v in part.items()}, path, split, preset=cfg.dataset)
-    stand_in = {k: v[:1] for k, v in part.items()}
-    tensors, nonfinite = prepare_mmsa({s: part if s == split else stand_in for s in SPLITS}, path, cfg.dataset)
-    report_nonfinite(path, {k: n for k, n in nonfinite.items() if k.startswith(f"{split}/")})
-    check_splits(tensors, cfg, path, needed=(split,))
-    return Split.from_mmsa(tensors[split], device=device), texts, has_labels
-
-
-def prediction_data(spec: dict, split: str, cfg: PRLFConfig, device):
-    """``(Split, ids, has_labels)`` for ``split`` of a run's data ``spec`` (``run.data_spec``): a
-    pickle (labels optional; ids from its ``id`` key), a converted cache (ids kept by ``data
-    convert``) or the synthetic set. Samples without a stored id are named by their row number."""
-    path = spec["path"]
-    if split not in SPLITS:
-        raise PRLFError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
-    if path is not None and not is_cache(path):
-        data, texts, has_labels = _pickle_split(path, split, cfg, device)
-    else:
-        data = load_splits(spec, cfg, device, needed=(split,))[split]
-        texts, has_labels = (read_texts(path).get(split, {}) if path else {}), True
-    ids = texts.get("id") or [str(i) for i in range(len(data))]
-    return data, ids, has_labels
 
 
 def corruption(split: Split, intra_rate: float | None = None, mask_seed: int = 0, drop=()):

@@ -9,81 +9,26 @@ import time
 import torch
 
 import prlf_fast
-from prlf_fast import data as mmsa
 from prlf_fast import provenance
-from prlf_fast.config import MODALITIES, PRLFConfig
-from prlf_fast.data import prepare_mmsa
+from prlf_fast.config import PRLFConfig, TrainConfig
+from prlf_fast.data.missing import DEFAULT_RATES
+from prlf_fast.data.runs import data_spec, load_splits
 from prlf_fast.errors import PRLFError
+from prlf_fast.eval.robustness import robustness
+from prlf_fast.io.atomic import Commit, read_jsonl, write_json
+from prlf_fast.io.checkpoint import Checkpoint
+from prlf_fast.io.rundir import BEST, METRICS, RESULTS, RunDir
 from prlf_fast.model import PRLF
+from prlf_fast.report.run import write_report
 from prlf_fast.train import distributed
-from prlf_fast.train.atomic import Commit, read_jsonl, write_json
-from prlf_fast.train.checkpoint import Checkpoint
-from prlf_fast.train.evaluate import robustness
-from prlf_fast.train.report import write_report
-from prlf_fast.train.rundir import BEST, METRICS, RESULTS, RunDir
-from prlf_fast.train.trainer import Trainer, TrainConfig
-
-SPLITS = ("train", "valid", "test")
-# The embedded default data set: MOSI-shaped synthetic data, small enough for 2 CPU cores.
-SYNTHETIC_DEFAULT = {"n_train": 800, "n_valid": 200, "n_test": 400, "seed": 0}
-
-
-def data_spec(path: str | None, synthetic: dict | None = None) -> dict:
-    """How to get a run's data back: a file path, or the synthetic set's sizes and seed."""
-    if path is not None:
-        return {"path": os.path.abspath(path), "synthetic": None}
-    return {"path": None, "synthetic": dict(synthetic or SYNTHETIC_DEFAULT)}
-
-
-def _tensor_splits(spec: dict, dataset: str) -> dict:
-    if spec["path"] is not None:
-        return mmsa.load_mmsa(spec["path"], preset=dataset)
-    s = spec["synthetic"]
-    raw = mmsa.synthesize(dataset, s["n_train"], s["n_valid"], s["n_test"], s["seed"])
-    # The synthetic set holds −inf in audio on purpose (as MOSEI does); they become 0 silently.
-    return prepare_mmsa(raw, source=f"synthetic {dataset}", preset=dataset, copy=False)[0]
-
-
-def check_splits(tensors: dict, cfg: PRLFConfig, source: str, needed=SPLITS) -> None:
-    """Errors for data the run cannot use: empty splits, shapes against the config, bad labels."""
-    for name in needed:
-        if name not in tensors:
-            raise PRLFError(f"data {source}: split {name!r} is missing")
-        part = tensors[name]
-        n = part["regression_labels"].shape[0]
-        if n == 0:
-            raise PRLFError(f"data {source}: split {name!r} is empty")
-        for m in MODALITIES:
-            x = part[m]
-            want_d, max_l = cfg.dims()[m], cfg.lengths()[m]
-            if cfg.text_encoder == "bert" and m == "text":
-                if "text_bert" not in part:
-                    raise PRLFError(f"data {source}: split {name!r} has no 'text_bert' token ids, "
-                                    "which text_encoder='bert' needs")
-                continue
-            if x.shape[-1] != want_d or x.shape[1] > max_l:
-                raise PRLFError(f"data {source}: split {name!r} key {m!r} has shape {tuple(x.shape)}, "
-                                f"but the {cfg.dataset} config expects (N, ≤{max_l}, {want_d})")
-        bad = ~torch.isfinite(part["regression_labels"])
-        if bad.any():
-            first = int(bad.nonzero()[0, 0])
-            raise PRLFError(f"data {source}: split {name!r} has {int(bad.sum())} non-finite "
-                            f"regression_labels (first at index {first})")
-
-
-def load_splits(spec: dict, cfg: PRLFConfig, device, needed=SPLITS) -> dict:
-    """The run's data as ``Split`` objects on ``device``, checked against ``cfg``."""
-    source = spec["path"] or "synthetic (embedded default)"
-    tensors = _tensor_splits(spec, cfg.dataset)
-    check_splits(tensors, cfg, source, needed)
-    return {name: mmsa.Split.from_mmsa(tensors[name], device=device) for name in needed}
+from prlf_fast.train.trainer import Trainer
 
 
 def run_config(model_cfg: PRLFConfig, train_cfg: TrainConfig, spec: dict, rates, seeds) -> dict:
     train_cfg.check_metric(model_cfg.dataset)
     return {"prlf_fast": prlf_fast.__version__, "model": model_cfg.to_dict(),
             "train": train_cfg.__dict__.copy(), "data": spec,
-            "eval": {"rates": list(rates) if rates is not None else list(mmsa.missing.DEFAULT_RATES),
+            "eval": {"rates": list(rates) if rates is not None else list(DEFAULT_RATES),
                      "seeds": list(seeds)}}
 
 
@@ -122,7 +67,7 @@ def train(run: RunDir, config: dict, device, backend: str, resume: bool, evaluat
             if resume:
                 trainer.resume()
             if tensorboard and ctx.is_main:  # after resume: it rewrites the history resumed from
-                from prlf_fast.train.tensorboard import TensorBoardLog
+                from prlf_fast.report.tensorboard import TensorBoardLog
 
                 trainer.listeners.append(TensorBoardLog(run.path, trainer.history))
             if not resume:

@@ -10,99 +10,22 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
 
 from prlf_fast.batch import Batch
+from prlf_fast.config import TrainConfig
 from prlf_fast.data import missing
 from prlf_fast.errors import PRLFError
-from prlf_fast.metrics import metric_names
+from prlf_fast.eval.robustness import autocast, intra
+from prlf_fast.io.atomic import Commit, read_jsonl, write_jsonl
+from prlf_fast.io.checkpoint import Checkpoint, save_checkpoint
+from prlf_fast.io.rundir import BEST, LAST, METRICS
 from prlf_fast.model import PRLF
 from prlf_fast.profiling import nvtx_range
 from prlf_fast.train import distributed
-from prlf_fast.train.atomic import Commit, read_jsonl, write_jsonl
-from prlf_fast.train.checkpoint import Checkpoint, save_checkpoint
-from prlf_fast.train.evaluate import autocast, intra
 from prlf_fast.train.optim import build_optimizer
-from prlf_fast.train.rundir import BEST, LAST, METRICS
-
-LOWER_IS_BETTER = ("MAE",)
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation and selection settings of one run (saved in config.json)."""
-
-    epochs: int = 20
-    batch_size: int = 32
-    lr: float = 5e-4
-    weight_decay: float = 0.01
-    warmup: float = 0.1          # fraction of all steps spent warming up linearly
-    grad_clip: float = 1.0       # max gradient norm; 0 disables clipping
-    seed: int = 1
-    train_missing: bool = True   # intra-modality training protocol (DESIGN §3)
-    modality_dropout: float = 0.0
-    select_rate: float = 0.5     # validation missing rate used for model selection
-    select_seed: int = 0         # mask seed of the validation evaluation
-    select_metric: str = "MAE"
-    patience: int = 0            # epochs without improvement before stopping; 0 = never
-    amp: bool = True             # bf16 autocast on CUDA
-    eval_batch_size: int = 256
-
-    def __post_init__(self):
-        bad = []
-        for f in dataclasses.fields(self):
-            value, kind = getattr(self, f.name), type(f.default)
-            ok = (isinstance(value, (int, float)) if kind is float else isinstance(value, kind)) \
-                and (kind is bool or not isinstance(value, bool))
-            if not ok:
-                bad.append(f"{f.name}={value!r}: expected {'a number' if kind is float else kind.__name__}")
-        if bad:
-            raise ValueError("invalid training setting(s): " + "; ".join(bad))
-        checks = {
-            "epochs": (self.epochs >= 1, "must be ≥ 1"),
-            "batch_size": (self.batch_size >= 1, "must be ≥ 1"),
-            "lr": (self.lr > 0, "must be > 0"),
-            "weight_decay": (self.weight_decay >= 0, "must be ≥ 0"),
-            "warmup": (0 <= self.warmup < 1, "is a fraction of all steps, in [0, 1)"),
-            "grad_clip": (self.grad_clip >= 0, "must be ≥ 0 (0 turns clipping off)"),
-            "modality_dropout": (0 <= self.modality_dropout < 1,
-                                 "is a probability in [0, 1): at 1 every sample would keep one "
-                                 "modality chosen at random and none would train with its modalities "
-                                 "together"),
-            "select_rate": (0 <= self.select_rate < 1, "is a missing rate in [0, 1)"),
-            "patience": (self.patience >= 0, "must be ≥ 0 (0 turns early stopping off)"),
-            "eval_batch_size": (self.eval_batch_size >= 1, "must be ≥ 1"),
-        }
-        bad = [f"{k}={getattr(self, k)!r} {why}" for k, (ok, why) in checks.items() if not ok]
-        if bad:
-            raise ValueError("invalid training setting(s): " + "; ".join(bad))
-
-    def check_metric(self, dataset: str) -> None:
-        if self.select_metric not in metric_names(dataset):
-            raise PRLFError(f"select_metric {self.select_metric!r} is not a {dataset} metric; "
-                            f"expected one of {', '.join(metric_names(dataset))}")
-
-    def better(self, new: float, old: float | None) -> bool:
-        """Whether validation score ``new`` improves on the best so far (None: no epoch yet).
-
-        NaN (a metric undefined on the validation predictions, e.g. Corr of a constant
-        prediction) never improves on an earlier epoch, and any number improves on NaN."""
-        if old is None:
-            return True
-        if math.isnan(new) or math.isnan(old):
-            return not math.isnan(new)
-        return new < old if self.select_metric in LOWER_IS_BETTER else new > old
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown training setting(s): {', '.join(unknown)}")
-        return cls(**d)
 
 
 def take(batch: Batch, rows) -> Batch:

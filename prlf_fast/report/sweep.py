@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 
 from prlf_fast import provenance
+from prlf_fast.io.atomic import write_text
 from prlf_fast.metrics import metric_names
-from prlf_fast.train.atomic import write_text
-from prlf_fast.train.report import columns
+from prlf_fast.report.run import columns
 
 HEADLINE = ("Acc-2", "F1", "MAE", "Corr")  # columns of the comparison tables
 
@@ -90,7 +90,7 @@ def _dataset_section(name: str, d: dict, plot: str | None) -> list:
 def plot_rates(d: dict, path: str) -> None:
     """Each metric against the missing rate: one line per variant (mean over seeds), band ± std;
     accuracies and F1 in %."""
-    from prlf_fast.train import plots
+    from prlf_fast.report import plots
 
     plt = plots.plt
     names = metric_names(d["dataset"])

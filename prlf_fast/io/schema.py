@@ -7,7 +7,7 @@ seeds), and the optional ``prlf_fast`` (version string) and ``provenance`` (free
 """
 from __future__ import annotations
 
-from prlf_fast.config import PRESETS, PRLFConfig
+from prlf_fast.config import PRESETS, PRLFConfig, TrainConfig
 from prlf_fast.errors import PRLFError
 
 SECTIONS = ("model", "train", "data", "eval")
@@ -34,8 +34,6 @@ def _model(section) -> tuple[PRLFConfig | None, list]:
 
 
 def _train(section, model: PRLFConfig | None) -> list:
-    from prlf_fast.train.trainer import TrainConfig
-
     try:
         train = TrainConfig.from_dict(section)
     except (TypeError, ValueError) as exc:

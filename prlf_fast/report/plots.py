@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from prlf_fast.config import MODALITIES, PRESETS  # noqa: E402
-from prlf_fast.train.atomic import atomic_path  # noqa: E402
+from prlf_fast.io.atomic import atomic_path  # noqa: E402
 
 DPI = 110
 MAX_WIDTH_PX = 880  # about the width a Markdown viewer shows an image at

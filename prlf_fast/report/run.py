@@ -1,12 +1,12 @@
 """``report.md`` (tables laid out like the LNLN paper's) of a run's robustness results, and its
-PNG plots (drawn by :mod:`prlf_fast.train.plots`, imported only when plots are written)."""
+PNG plots (drawn by :mod:`prlf_fast.report.plots`, imported only when plots are written)."""
 from __future__ import annotations
 
 import os
 
 from prlf_fast.config import MODALITIES
-from prlf_fast.train import anchors
-from prlf_fast.train.atomic import write_text
+from prlf_fast.eval import anchors
+from prlf_fast.io.atomic import write_text
 
 # (column title, metric keys joined by "/", is a percentage). LNLN shows Acc-2 and F1 as Has0/Non0.
 COLUMNS = {
@@ -95,7 +95,7 @@ def markdown(results: dict, info: dict, plots=()) -> str:
 
 def write_report(run_dir: str, results: dict, info: dict, history=None, select_metric="MAE") -> list:
     """Write report.md and the plots into ``run_dir``; return the paths written."""
-    from prlf_fast.train import plots
+    from prlf_fast.report import plots
 
     ds = info["dataset"]
     paths = {k: os.path.join(run_dir, p) for k, p in PLOTS.items()}

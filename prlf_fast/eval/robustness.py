@@ -10,10 +10,10 @@ import torch
 
 from prlf_fast.config import MODALITIES
 from prlf_fast.data import missing
+from prlf_fast.eval import anchors as anchor_diag
 from prlf_fast.metrics import mmsa_metrics
 from prlf_fast.model import PRLF
 from prlf_fast.profiling import nvtx_range
-from prlf_fast.train import anchors as anchor_diag
 
 
 def autocast(device: torch.device, enabled: bool = True):
@@ -188,7 +188,7 @@ DEFAULT_SEEDS = (0, 1, 2)  # mask seeds of the robustness evaluation
 def robustness(model, split, dataset: str, rates=None, seeds=DEFAULT_SEEDS, batch_size: int = 256,
                device="cpu", amp=True, encode_once: bool = True, anchors: bool = True) -> dict:
     """Both protocols on ``split``: records and summaries, ready for results.json. ``anchors``:
-    the anchor diagnostics (``prlf_fast.train.anchors``), for a plain ``PRLF`` with the adaptive
+    the anchor diagnostics (``prlf_fast.eval.anchors``), for a plain ``PRLF`` with the adaptive
     anchor rule, encoding once."""
     rates = list(missing.DEFAULT_RATES if rates is None else rates)
     # The diagnostics judge AMRE's choice: a run whose config fixes the anchor has none to judge.

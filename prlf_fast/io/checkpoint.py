@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 
 from prlf_fast.config import PRLFConfig
 from prlf_fast.errors import PRLFError
-from prlf_fast.train.atomic import WriteError, atomic_path
+from prlf_fast.io.atomic import WriteError, atomic_path
 
 FORMAT = "prlf_fast-checkpoint-1"
 # Fields that may differ between the run that wrote a checkpoint and the one that reads it.

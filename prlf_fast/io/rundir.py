@@ -9,8 +9,8 @@ import sys
 import time
 
 from prlf_fast.errors import PRLFError
-from prlf_fast.train.atomic import LOCK, locked, needs_recovery, output_dir, recover, write_json, write_text
-from prlf_fast.train.schema import validate_config
+from prlf_fast.io.atomic import LOCK, locked, needs_recovery, output_dir, recover, write_json, write_text
+from prlf_fast.io.schema import validate_config
 
 CONFIG, METRICS, LOG = "config.json", "metrics.jsonl", "train.log"
 LAST, BEST = "last.safetensors", "best.safetensors"
