@@ -152,6 +152,10 @@ class PRLFConfig:
 
 
 LOWER_IS_BETTER = ("MAE",)
+# Whole-modality dropout in training: "independent" drops each present modality with probability
+# p (a sample keeps one); "subset" gives a sample, with probability p, a uniformly drawn non-empty
+# subset of its present modalities (MMIN/MoMKE style). docs/training.md.
+MODALITY_DROPOUT_SCHEMES = ("independent", "subset")
 
 
 @dataclass
@@ -167,6 +171,7 @@ class TrainConfig:
     seed: int = 1
     train_missing: bool = True   # intra-modality training protocol (DESIGN §3)
     modality_dropout: float = 0.0
+    modality_dropout_scheme: str = "independent"   # or "subset" (MODALITY_DROPOUT_SCHEMES)
     select_rate: float = 0.5     # validation missing rate used for model selection
     select_seed: int = 0         # mask seed of the validation evaluation
     select_metric: str = "MAE"
@@ -183,10 +188,13 @@ class TrainConfig:
             "weight_decay": (self.weight_decay >= 0, "must be ≥ 0"),
             "warmup": (0 <= self.warmup < 1, "is a fraction of all steps, in [0, 1)"),
             "grad_clip": (self.grad_clip >= 0, "must be ≥ 0 (0 turns clipping off)"),
-            "modality_dropout": (0 <= self.modality_dropout < 1,
+            "modality_dropout": (0 <= self.modality_dropout < 1 or (
+                self.modality_dropout == 1 and self.modality_dropout_scheme == "subset"),
                                  "is a probability in [0, 1): at 1 every sample would keep one "
                                  "modality chosen at random and none would train with its modalities "
-                                 "together"),
+                                 "together (the 'subset' scheme admits 1)"),
+            "modality_dropout_scheme": (self.modality_dropout_scheme in MODALITY_DROPOUT_SCHEMES,
+                                        f"is one of {', '.join(MODALITY_DROPOUT_SCHEMES)}"),
             "select_rate": (0 <= self.select_rate < 1, "is a missing rate in [0, 1)"),
             "patience": (self.patience >= 0, "must be ≥ 0 (0 turns early stopping off)"),
             "eval_batch_size": (self.eval_batch_size >= 1, "must be ≥ 1"),

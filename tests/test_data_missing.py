@@ -7,7 +7,7 @@ import torch
 from prlf_fast import Batch
 from prlf_fast.config import MODALITIES
 from prlf_fast.data import (DEFAULT_RATES, INTER_CONFIGS, Split, epoch_generator, eval_uniforms,
-                            inter_drop, intra_corrupt, modality_dropout, select_uniforms,
+                            inter_drop, intra_corrupt, modality_dropout, modality_subsets, select_uniforms,
                             train_corrupt, train_rates)
 
 LENGTHS = {"text": 20, "audio": 300, "vision": 40}
@@ -174,6 +174,31 @@ def test_modality_dropout_never_removes_every_present_modality():
     assert abs(1 - present.double().mean().item() - 0.3) < 0.05
 
 
+def test_modality_subsets_draw_every_nonempty_subset_of_present_modalities_equally():
+    clean = inter_drop(make_batch(7000, seed=10), ())
+    partial = inter_drop(make_batch(3000, seed=10), ("audio",))
+    g = epoch_generator(1, 0)
+    assert modality_subsets(clean, 0.0, g) is clean
+    for batch, n_subsets in ((clean, 7), (partial, 3)):
+        before = torch.stack([batch.mask(m).any(1) for m in MODALITIES], 1)
+        out = modality_subsets(batch, 1.0, g)
+        check_consistent(batch, out)
+        after = torch.stack([out.mask(m).any(1) for m in MODALITIES], 1)
+        assert after.any(1).all() and not (after & ~before).any()   # non-empty, never adds one
+        codes = (after.long() * torch.tensor([1, 2, 4])).sum(1)
+        counts = torch.bincount(codes, minlength=8)[1:]
+        drawn = counts[counts > 0]
+        assert len(drawn) == n_subsets
+        expected = len(codes) / n_subsets
+        assert ((drawn - expected).abs() < 4 * expected ** 0.5).all(), counts   # ~4 sigma
+    out = modality_subsets(clean, 0.4, g)
+    after = torch.stack([out.mask(m).any(1) for m in MODALITIES], 1)
+    changed = ~after.all(1)   # a chosen sample draws the full set with probability 1/7
+    assert abs(changed.double().mean().item() - 0.4 * 6 / 7) < 0.03
+    nothing = inter_drop(make_batch(4, seed=11), MODALITIES)
+    assert not any(modality_subsets(nothing, 1.0, g).mask(m).any() for m in MODALITIES)
+
+
 def test_inplace_train_corrupt_matches_and_only_then_mutates():
     clean = make_batch(32, seed=9)
     copy = make_batch(32, seed=9)
@@ -184,3 +209,13 @@ def test_inplace_train_corrupt_matches_and_only_then_mutates():
     for name in ("text", "text_mask", "audio", "audio_mask", "vision", "vision_mask", "text_ids"):
         assert torch.equal(getattr(out, name), getattr(same, name)), name
     check_consistent(clean, out)
+
+
+def test_modality_dropout_scheme_setting():
+    from prlf_fast.config import TrainConfig
+
+    assert TrainConfig(modality_dropout=1.0, modality_dropout_scheme="subset").modality_dropout == 1.0
+    with pytest.raises(ValueError, match="modality_dropout=1.0"):
+        TrainConfig(modality_dropout=1.0)
+    with pytest.raises(ValueError, match="modality_dropout_scheme='per-sample' is one of independent, subset"):
+        TrainConfig(modality_dropout_scheme="per-sample")

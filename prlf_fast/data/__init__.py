@@ -11,6 +11,7 @@ from prlf_fast.data.missing import (
     inter_drop,
     intra_corrupt,
     modality_dropout,
+    modality_subsets,
     select_uniforms,
     train_corrupt,
     train_rates,
@@ -22,6 +23,7 @@ from prlf_fast.data.synthetic import synthesize
 __all__ = [
     "DEFAULT_RATES", "INTER_CONFIGS", "SPLITS", "DataError", "NonFiniteWarning", "Split",
     "UnsafePickleError", "convert", "epoch_generator", "eval_uniforms", "inter_drop",
-    "intra_corrupt", "load_mmsa", "missing", "modality_dropout", "prepare_mmsa",
+    "intra_corrupt", "load_mmsa", "missing", "modality_dropout", "modality_subsets",
+    "prepare_mmsa",
     "select_uniforms", "synthesize", "train_corrupt", "train_rates",
 ]

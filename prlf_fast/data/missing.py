@@ -137,3 +137,24 @@ def modality_dropout(batch: Batch, p: float, generator: torch.Generator) -> Batc
     rescue = _uniform(shape, generator, device).masked_fill(~present, -1.0).argmax(dim=1)
     drop &= ~(lost_all.unsqueeze(1) & torch.nn.functional.one_hot(rescue, len(MODALITIES)).bool())
     return apply_keep(batch, {m: batch.mask(m) & ~drop[:, i:i + 1] for i, m in enumerate(MODALITIES)})
+
+
+def modality_subsets(batch: Batch, p: float, generator: torch.Generator) -> Batch:
+    """With probability ``p`` per sample, keep a uniformly drawn non-empty subset of the sample's
+    present modalities (each of the 2^k − 1 subsets of its k present modalities equally likely,
+    the full set included), as MMIN and MoMKE train for missing modalities; the other samples are
+    unchanged. A sample with no present modality stays as it is."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"modality subset probability {p} must lie in [0, 1]")
+    if p == 0.0:
+        return batch
+    device = batch.text.device
+    present = torch.stack([batch.mask(m).any(dim=1) for m in MODALITIES], dim=1)         # (B, 3)
+    n = len(MODALITIES)
+    codes = torch.arange(1, 2 ** n, device=device)                                        # (7,)
+    members = (codes[:, None] >> torch.arange(n, device=device)) & 1 == 1                  # (7, 3)
+    allowed = ~(members[None] & ~present[:, None]).any(dim=2)                              # (B, 7)
+    pick = _uniform((batch.size, len(codes)), generator, device).masked_fill(~allowed, -1.0).argmax(dim=1)
+    chosen = (_uniform((batch.size,), generator, device) < p) & present.any(dim=1)
+    keep = torch.where(chosen[:, None], members[pick], present)                            # (B, 3)
+    return apply_keep(batch, {m: batch.mask(m) & keep[:, i:i + 1] for i, m in enumerate(MODALITIES)})

@@ -149,7 +149,9 @@ class Trainer:
                 # The batch is a fresh gather from Split.batch, so corrupting it in place is safe.
                 batch = missing.train_corrupt(batch, generator, inplace=True)
             if self.tc.modality_dropout > 0:
-                batch = missing.modality_dropout(batch, self.tc.modality_dropout, generator)
+                drop = missing.modality_subsets if self.tc.modality_dropout_scheme == "subset" \
+                    else missing.modality_dropout
+                batch = drop(batch, self.tc.modality_dropout, generator)
         return batch
 
     def validate(self) -> dict:
