@@ -9,6 +9,9 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
+# Every op module, so that each test file finds every op registered with the dispatcher
+# (torch.ops.prlf_fast_triton.*: registered on import of prlf_fast.ops.<op>), also when run alone.
+import prlf_fast.ops  # noqa: E402,F401
 from prlf_fast import Batch, PRLFConfig  # noqa: E402
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
