@@ -140,3 +140,23 @@ def test_info_fails_when_the_built_kernels_do_not_cover_a_visible_gpu(fake_cuda_
                     f"rebuild with TORCH_CUDA_ARCH_LIST={major}.{minor}") in err
     else:
         assert err == ""
+
+
+@pytest.mark.parametrize("triton_version, numpy_version, refused", [
+    ("3.6.0", "2.4.1", True),      # torch 2.11's Triton: int() of a 1-element array, which numpy 2.4 refuses
+    ("3.6.0", "2.3.5", False),
+    ("3.7.1", "2.4.1", False),
+    ("3.10.0", "2.4.0", False),
+])
+def test_the_interpreter_of_triton_3_6_needs_numpy_below_2_4(monkeypatch, triton_version, numpy_version, refused):
+    triton = pytest.importorskip("triton")
+    import numpy
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setattr(triton, "__version__", triton_version)
+    monkeypatch.setattr(numpy, "__version__", numpy_version)
+    why = registry.triton_unavailable(torch.device("cpu"))
+    assert (why is not None) is refused, why
+    if refused:
+        assert f"triton {triton_version} needs numpy < 2.4, not {numpy_version}" in why
+        assert ops.select("masked_attention", "fast", "cpu").name == "sdpa"
