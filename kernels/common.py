@@ -47,9 +47,13 @@ def on_device(t: torch.Tensor):
 
 def launch(kernel, grid, t: torch.Tensor, *args, **meta) -> None:
     """``wrap_triton(kernel)[grid](*args, **meta)`` on ``t``'s device (``on_device``). Compiled
-    kernels are traced by ``wrap_triton`` under torch.compile; the interpreter's kernels cannot be,
-    and on fake tensors (an op's fake impl, where only the outputs' shapes count) are not run."""
-    if not isinstance(kernel, triton.runtime.JITFunction) and is_fake(t):
+    kernels are traced by ``wrap_triton`` under torch.compile. The interpreter's kernels cannot be
+    (their ops stay opaque in graphs, ``ops.registry.opaque_when_interpreted``), so they are
+    launched directly (torch < 2.13's ``wrap_triton`` refuses them), and on fake tensors (an op's
+    fake impl, where only the outputs' shapes count) not at all."""
+    if not isinstance(kernel, triton.runtime.JITFunction):
+        if not is_fake(t):
+            kernel[grid](*args, **meta)
         return
     with on_device(t):
         wrap_triton(kernel)[grid](*args, **meta)

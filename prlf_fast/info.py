@@ -1,4 +1,6 @@
-"""``python -m prlf_fast.info``: the build, the environment, and each op's implementation."""
+"""``python -m prlf_fast.info`` (``prlf-fast info``): the build, the environment, and each op's
+implementation; exit status 1, with the reason on stderr, when the build's CUDA kernels do not cover
+a visible GPU (their op would run its reference instead, silently but for one warning)."""
 from __future__ import annotations
 
 import platform
@@ -7,8 +9,8 @@ import sys
 import torch
 
 import prlf_fast
-from prlf_fast import _extension
-from prlf_fast.ops import OPS, select
+from prlf_fast import _cuda_arch, _extension
+from prlf_fast.ops import OPS, registry, select
 from prlf_fast.ops.registry import triton_importable, triton_runs_on
 
 
@@ -47,6 +49,29 @@ def report() -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
+def problems() -> list[str]:
+    """One line per visible GPU that the loaded extension's CUDA kernels do not cover (their
+    ``cuda_archs``, as built), with the rebuild command; none without CUDA kernels or a GPU."""
+    info = _extension.build_info()
+    if _extension.extension() is None or not info.get("cuda_built") or not torch.cuda.is_available():
+        return []
+    archs = str(info.get("cuda_archs") or "")
+    lines = []
+    for index in range(torch.cuda.device_count()):
+        major, minor = registry.cuda_capability(torch.device("cuda", index))
+        if not _cuda_arch.covers(archs, (major, minor)):
+            lines.append(f"the extension's CUDA kernels were built for {archs!r}, which does not cover cuda:{index} "
+                         f"(sm_{major}{minor}); rebuild with TORCH_CUDA_ARCH_LIST={major}.{minor} {_extension.REBUILD}")
+    return lines
+
+
+def main() -> int:
     print(report())
-    sys.exit(0)
+    found = problems()
+    for line in found:
+        print(f"prlf_fast.info: {line}", file=sys.stderr)
+    return 1 if found else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

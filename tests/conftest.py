@@ -9,6 +9,9 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
+# Every op module, so that each test file finds every op registered with the dispatcher
+# (torch.ops.prlf_fast_triton.*: registered on import of prlf_fast.ops.<op>), also when run alone.
+import prlf_fast.ops  # noqa: E402,F401
 from prlf_fast import Batch, PRLFConfig  # noqa: E402
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -16,11 +19,12 @@ requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs 
 
 def pytest_collection_modifyitems(config, items):
     """Triton tests on CPU tensors (marked ``triton``, not ``cuda``) need the interpreter, which
-    is only set above when there is no GPU; elsewhere they would fail, or silently compare the
-    reference fallback with itself, so they are skipped."""
-    if os.environ.get("TRITON_INTERPRET") == "1":
+    is only set above when there is no GPU, and a numpy it runs beside; elsewhere they would fail,
+    or silently compare the reference fallback with itself, so they are skipped, saying why."""
+    why = prlf_fast.ops.registry.triton_unavailable(torch.device("cpu"))
+    if why is None:
         return
-    skip = pytest.mark.skip(reason="Triton on CPU tensors needs TRITON_INTERPRET=1 (set when there is no GPU)")
+    skip = pytest.mark.skip(reason=f"Triton on CPU tensors: {why} (TRITON_INTERPRET=1 is set when there is no GPU)")
     for item in items:
         if "triton" in item.keywords and "cuda" not in item.keywords:
             item.add_marker(skip)

@@ -112,3 +112,51 @@ def test_covered_newer_minor_uses_the_extension(fake_cuda_build, monkeypatch):
     monkeypatch.setattr(_extension, "build_info", lambda: {"cuda_built": True, "cuda_archs": "80-real,90"})
     fake_cuda_build["value"] = (8, 6)
     assert ops.select("fisher_reliability", "fast", "cuda").name == "extension"
+
+
+@pytest.mark.parametrize("archs, capability, status", [
+    ("90", (9, 0), 0),
+    ("90", (8, 0), 1),
+    ("OFF", (9, 0), 1),          # what a build recorded when Torch's CMake had reset the architectures
+    ("80-real,90", (8, 6), 0),
+])
+def test_info_fails_when_the_built_kernels_do_not_cover_a_visible_gpu(fake_cuda_build, monkeypatch, capsys,
+                                                                      archs, capability, status):
+    from prlf_fast import info
+    from prlf_fast.cli import main
+
+    monkeypatch.setattr(_extension, "extension", lambda: object())
+    monkeypatch.setattr(_extension, "build_info", lambda: {"cuda_built": True, "cuda_archs": archs})
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(info, "report", lambda: "the report")
+    fake_cuda_build["value"] = capability
+    assert main(["info"]) == status
+    out, err = capsys.readouterr()
+    assert out == "the report\n"
+    if status:
+        major, minor = capability
+        for index in (0, 1):
+            assert (f"built for {archs!r}, which does not cover cuda:{index} (sm_{major}{minor}); "
+                    f"rebuild with TORCH_CUDA_ARCH_LIST={major}.{minor}") in err
+    else:
+        assert err == ""
+
+
+@pytest.mark.parametrize("triton_version, numpy_version, refused", [
+    ("3.6.0", "2.4.1", True),      # torch 2.11's Triton: int() of a 1-element array, which numpy 2.4 refuses
+    ("3.6.0", "2.3.5", False),
+    ("3.7.1", "2.4.1", False),
+    ("3.10.0", "2.4.0", False),
+])
+def test_the_interpreter_of_triton_3_6_needs_numpy_below_2_4(monkeypatch, triton_version, numpy_version, refused):
+    triton = pytest.importorskip("triton")
+    import numpy
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setattr(triton, "__version__", triton_version)
+    monkeypatch.setattr(numpy, "__version__", numpy_version)
+    why = registry.triton_unavailable(torch.device("cpu"))
+    assert (why is not None) is refused, why
+    if refused:
+        assert f"triton {triton_version} needs numpy < 2.4, not {numpy_version}" in why
+        assert ops.select("masked_attention", "fast", "cpu").name == "sdpa"

@@ -91,6 +91,18 @@ def test_invalid_keys_do_not_matter():
     torch.testing.assert_close(masked_attention(q, k + 50 * invalid, v - 7 * invalid, valid), out)
 
 
+def test_interpreter_kernels_are_launched_without_wrap_triton(monkeypatch):
+    """The interpreter's kernels are not JITFunctions, which torch < 2.13's ``wrap_triton`` refuses:
+    they are launched directly (forward and backward), whatever that torch's ``wrap_triton`` does."""
+    from prlf_fast.kernels import common
+
+    def refuse(kernel):
+        raise RuntimeError("wrap_triton only works on functions annotated with triton.jit")
+
+    monkeypatch.setattr(common, "wrap_triton", refuse)
+    check_parity(2, 2, 4, 7, 8, seed=1)
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda q, k, v, m: (q[0], k, v, m), "expected q"),
     (lambda q, k, v, m: (q, k, v[:, :, :-1], m), "expected q"),

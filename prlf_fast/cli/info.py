@@ -3,4 +3,4 @@
 
 def register(sub):
     p = sub.add_parser("info", help="show the build and which implementation each op uses")
-    p.set_defaults(func=lambda args: print(__import__("prlf_fast.info", fromlist=["report"]).report()))
+    p.set_defaults(func=lambda args: __import__("prlf_fast.info", fromlist=["main"]).main())

@@ -59,12 +59,32 @@ def triton_importable() -> bool:
     return True
 
 
+def _release(version: str) -> tuple[int, int]:
+    major, minor = version.split(".")[:2]
+    return int(major), int(minor)
+
+
+def interpreter_unavailable(triton_version: str, numpy_version: str) -> str | None:
+    """Why Triton's interpreter cannot run the kernels beside this numpy, or None: Triton 3.6's
+    interpreter calls ``int()`` on 1-element arrays, which numpy >= 2.4 refuses (3.7 squeezes
+    them first). The range pyproject declares; torch 2.11 pins Triton 3.6."""
+    if _release(triton_version) < (3, 7) and _release(numpy_version) >= (2, 4):
+        return (f"the interpreter of triton {triton_version} needs numpy < 2.4, not {numpy_version} "
+                "(pip install 'numpy<2.4')")
+    return None
+
+
 def triton_unavailable(device: torch.device) -> str | None:
     """Why Triton kernels cannot run on ``device``'s tensors, or None when they can."""
     if not triton_importable():
         return "triton is not installed"
-    if device.type == "cuda" or (device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"):
+    if device.type == "cuda":
         return None
+    if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1":
+        import numpy
+        import triton
+
+        return interpreter_unavailable(triton.__version__, numpy.__version__)
     return ("CPU tensors need TRITON_INTERPRET=1 set before importing prlf_fast" if device.type == "cpu"
             else f"Triton does not run on {device.type} tensors")
 
