@@ -1,6 +1,7 @@
 """``prlf-fast sweep``: a 2 seeds × 2 variants sweep on a tiny synthetic set through submitit's
 local executor, killed mid-way and completed by running the same command again; summary.json
-against the cells' results.json; the grid, its checks, the Slurm submission and the statistics."""
+against the cells' results.json; the grid, its checks and the statistics (Slurm:
+test_sweep_slurm.py)."""
 import json
 import os
 import signal
@@ -147,33 +148,6 @@ def test_bad_grids_fail_before_anything_is_written(tmp_path, capsys):
     # A smaller grid on a saved sweep continues the whole sweep: nothing saved is dropped.
     grown = SweepSpec.from_args(seeds=[2], train=["epochs=2"], variants=["x:d_model=8"]).grown_from(spec)
     assert grown.seeds == [1, 2] and list(grown.variants) == ["full", "x"]
-
-
-def test_slurm_array_submission(tmp_path, capsys, monkeypatch):
-    from submitit.core.utils import DelayedSubmission
-
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for tool, text in (("sbatch", "echo 'Submitted batch job 4242'"), ("srun", "exit 0")):
-        (bin_dir / tool).write_text(f"#!/bin/sh\n{text}\n")
-        (bin_dir / tool).chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    sweep = tmp_path / "sweep"
-    code, out, err = run_cli(capsys, "sweep", "--out", sweep, "--seeds", "1", "2", "--variant", "full:",
-                             "--variant", "conf:lambda_rec=0", "--executor", "slurm", "--no-wait",
-                             "--partition", "gpu", "--gpus", "1", "--cpus", "2", "--time", "30",
-                             "--array-parallelism", "2", "--slurm-option", "account=abc")
-    assert code == 0, err
-    script = (sweep / "submitit" / "4242_submission.sh").read_text()
-    for line in ("--array=0-3%2", "--partition=gpu", "--gpus-per-node=1", "--cpus-per-task=2", "--time=30",
-                 "--account=abc"):
-        assert f"#SBATCH {line}\n" in script
-    job = DelayedSubmission.load(sweep / "submitit" / "4242_3_submitted.pkl")
-    argv, threads = job.args
-    assert isinstance(job.function, launch.CellJob) and threads == 2
-    assert argv[argv.index("--out") + 1].endswith("cells/mosi/conf/seed2")
-    assert argv[argv.index("--device") + 1] == "cuda" and "lambda_rec=0" in argv
-    assert "prlf-fast sweep --report" in out
 
 
 def test_local_slots_split_gpus_and_cores(monkeypatch):

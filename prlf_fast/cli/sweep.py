@@ -57,7 +57,8 @@ def register(sub) -> None:
     s = p.add_argument_group("slurm")
     s.add_argument("--partition")
     s.add_argument("--time", type=int, default=240, metavar="MIN", help="time limit per cell (minutes)")
-    s.add_argument("--gpus", type=int, default=1, help="GPUs per cell (0: CPU cells)")
+    s.add_argument("--gpus", type=int, metavar="N",
+                   help="GPUs per cell (default: 1 with --device cuda, none with cpu or auto)")
     s.add_argument("--cpus", type=int, default=4, help="CPUs per cell")
     s.add_argument("--array-parallelism", type=int, default=64, metavar="N", help="array tasks at once")
     s.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import signal
 import sys
 import threading
@@ -20,10 +21,12 @@ import submitit
 from prlf_fast.errors import PRLFError
 from prlf_fast.io.atomic import LOCK, locked, write_json
 from prlf_fast.io.rundir import CONFIG, REPORT, RESULTS
+from prlf_fast.study import slurm
 from prlf_fast.study.spec import SWEEP_FILE, SweepSpec, cell_dir, data_path
 
 SUBMITIT = "submitit"
 LOCAL_TIMEOUT_MIN = 60 * 24 * 30  # submitit's local default (2 min) would kill every real cell
+SLURM_POLL_S = 10  # at most this long between two squeue calls while waiting for the array
 
 
 @dataclasses.dataclass
@@ -40,10 +43,23 @@ class Runtime:
     wait: bool = True                 # wait for the cells, then write the report
     partition: str | None = None      # slurm
     time_min: int = 240
-    gpus: int = 1
+    gpus: int | None = None           # slurm: GPUs per cell (default: 1 with device cuda, else 0)
     cpus: int = 4
     array_parallelism: int = 64
     slurm_options: dict = dataclasses.field(default_factory=dict)
+
+    def slurm_gpus(self) -> int:
+        """GPUs each Slurm cell asks for: ``gpus``, else 1 for ``device="cuda"`` and none for
+        ``cpu`` or ``auto`` (a GPU only when asked: a CPU partition refuses a GPU request)."""
+        if self.gpus is None:
+            return 1 if self.device == "cuda" else 0
+        if self.gpus < 0:
+            raise PRLFError(f"--gpus {self.gpus}: expected ≥ 0")
+        if self.gpus and self.device == "cpu":
+            raise PRLFError(f"--gpus {self.gpus} with --device cpu: CPU cells ask for no GPU (drop --gpus)")
+        if not self.gpus and self.device == "cuda":
+            raise PRLFError("--gpus 0 with --device cuda: CUDA cells need a GPU")
+        return self.gpus
 
 
 def read_state(sweep_dir: str) -> dict | None:
@@ -69,6 +85,21 @@ def cell_key(dataset: str, variant: str, seed: int) -> str:
 
 def is_finished(run_dir: str) -> bool:
     return os.path.isfile(os.path.join(run_dir, RESULTS)) and os.path.isfile(os.path.join(run_dir, REPORT))
+
+
+def cell_error(job, exc: Exception) -> str:
+    """A failed cell's own error: its last ``prlf-fast: ...`` line (the one-line error of
+    ``prlf-fast train``), else the last line of the job's traceback."""
+    try:
+        with open(job.paths.stderr, encoding="utf-8", errors="replace") as f:
+            own = [line.strip() for line in f if line.startswith("prlf-fast: ")]
+    except OSError:
+        own = []
+    if own:
+        return own[-1].removeprefix("prlf-fast: ").removeprefix("error: ")
+    parts = re.split(r"\n-{10,}\n", str(exc).strip())  # submitit puts the trace between dashes
+    lines = (parts[1] if len(parts) > 1 else parts[0]).strip().splitlines()
+    return lines[-1].strip() if lines else type(exc).__name__
 
 
 class CellJob(submitit.helpers.Checkpointable):
@@ -165,6 +196,7 @@ class Sweep:
         self.record: dict = {}
         self.earlier: list = []  # records of earlier invocations
         self.executor = None  # submitit's, made by run() once the settings are checked
+        self.accounting = True  # False once sacct said the Slurm cluster keeps none
 
     def _save(self) -> None:
         write_json(os.path.join(self.dir, SWEEP_FILE),
@@ -175,6 +207,8 @@ class Sweep:
         lock throughout: a second ``prlf-fast sweep`` on it fails at once with one line."""
         self._read_saved()
         validate(self.spec, self.dir)   # settings are checked before anything is written
+        if self.rt.executor == "slurm":
+            self.rt.slurm_gpus()
         os.makedirs(self.dir, exist_ok=True)
         with locked(os.path.join(self.dir, LOCK), f"the sweep {self.dir}"):
             self._read_saved()          # again: another invocation may have saved in between
@@ -195,7 +229,7 @@ class Sweep:
             slots, device = _local_slots(self.rt)
             threads = self.rt.threads or max(1, cpu_cores() // len(slots))
         else:
-            slots, device, threads = None, "cuda" if self.rt.gpus else "cpu", self.rt.threads or self.rt.cpus
+            slots, device, threads = None, "cuda" if self.rt.slurm_gpus() else "cpu", self.rt.threads or self.rt.cpus
         self.executor = self._make_executor()
         start = time.time()
         prov = provenance.collect("cpu", start)
@@ -229,14 +263,17 @@ class Sweep:
         """Record a finished job: ``seconds`` its cell's own time, ``wall`` submit to end (local)."""
         try:
             seconds = job.result()
-            self.record["cells"][key] = {"status": "done", "seconds": round(seconds, 2),
-                                         "wall": None if wall is None else round(wall, 2)}
-            self.log(f"[{n_done}/{n_all}] {key} done in {seconds:.1f} s")
         except Exception as exc:  # noqa: BLE001 — a failed cell must not stop the others
-            self.record["cells"][key] = {"status": "failed", "log": str(job.paths.stderr)}
-            self.log(f"[{n_done}/{n_all}] {key} FAILED: "
-                     f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__}; "
-                     f"log {job.paths.stderr}")
+            self._failed(key, job, cell_error(job, exc), n_done, n_all)
+            return
+        self.record["cells"][key] = {"status": "done", "seconds": round(seconds, 2),
+                                     "wall": None if wall is None else round(wall, 2)}
+        self.log(f"[{n_done}/{n_all}] {key} done in {seconds:.1f} s")
+        self._save()
+
+    def _failed(self, key: str, job, error: str, n_done: int, n_all: int) -> None:
+        self.record["cells"][key] = {"status": "failed", "error": error, "log": str(job.paths.stderr)}
+        self.log(f"[{n_done}/{n_all}] {key} FAILED: {error}; log {job.paths.stderr}")
         self._save()
 
     def _make_executor(self):
@@ -249,9 +286,10 @@ class Sweep:
             executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
         except RuntimeError as exc:  # submitit's "Could not detect srun"
             raise PRLFError(f"--executor slurm: {exc}") from None
-        params = dict(name="prlf-sweep", timeout_min=self.rt.time_min, gpus_per_node=self.rt.gpus,
-                      cpus_per_task=self.rt.cpus, tasks_per_node=1, nodes=1,
-                      slurm_array_parallelism=self.rt.array_parallelism)
+        params = dict(name="prlf-sweep", timeout_min=self.rt.time_min, cpus_per_task=self.rt.cpus,
+                      tasks_per_node=1, nodes=1, slurm_array_parallelism=self.rt.array_parallelism)
+        if self.rt.slurm_gpus():  # no GPU request at all for CPU cells
+            params["gpus_per_node"] = self.rt.slurm_gpus()
         if self.rt.partition:
             params["slurm_partition"] = self.rt.partition
         if self.rt.slurm_options:
@@ -297,19 +335,43 @@ class Sweep:
         executor = self.executor
         if not todo:
             return
-        with executor.batch():
-            jobs = [(key, executor.submit(CellJob(), argv, threads)) for key, argv in todo]
+        submitted = slurm.submit_array(executor, [(CellJob(), argv, threads) for _, argv in todo])
+        jobs = list(zip([key for key, _ in todo], submitted))
         for key, job in jobs:
             self.record["cells"][key] = {"status": "submitted", "job": job.job_id}
         self._save()
-        self.log(f"submitted {len(jobs)} cells as Slurm array {jobs[0][1].job_id.split('_')[0]}")
+        array_id = jobs[0][1].job_id.split("_")[0]
+        self.log(f"submitted {len(jobs)} cells as Slurm array {array_id}")
         if not self.rt.wait:
             return
-        remaining, n_done = dict(jobs), 0
+        # A task has ended once Slurm no longer holds it (a requeued task is pending again, and
+        # its earlier attempt's result file is not its outcome); squeue, not submitit's sacct
+        # polling, which a cluster without accounting fails at every call.
+        remaining, n_done, start = dict(jobs), 0, time.time()
         while remaining:
+            time.sleep(min(SLURM_POLL_S, 1 + (time.time() - start) / 10))  # 1 s, then up to every 10 s
+            try:
+                active = slurm.queued(array_id)
+            except PRLFError as exc:
+                raise PRLFError(f"{exc}; the array goes on: prlf-fast sweep --report {self.dir} once it ends") from None
             for key, job in list(remaining.items()):
-                if job.done():
-                    del remaining[key]
-                    n_done += 1
+                if job.job_id in active:
+                    continue
+                del remaining[key]
+                n_done += 1
+                if job.paths.result_pickle.exists():
                     self._done(key, job, None, n_done, len(jobs))
-            time.sleep(10)
+                    continue
+                state = self._final_states(array_id).get(job.job_id, "unknown")
+                self._failed(key, job, f"ended without a result (Slurm state: {state})", n_done, len(jobs))
+
+    def _final_states(self, array_id: str) -> dict:
+        """sacct's states of the array's tasks; {} on a cluster without accounting (one note)."""
+        if self.accounting:
+            states = slurm.final_states(array_id)
+            if states is not None:
+                return states
+            self.accounting = False
+            self.log("note: this Slurm cluster keeps no accounting (sacct), so how a task that "
+                     "ended without a result ended is unknown")
+        return {}
