@@ -52,6 +52,21 @@ def check_types(obj, what: str) -> None:
         raise ValueError(f"invalid {what}(s): " + "; ".join(bad))
 
 
+def check_finite(obj, what: str) -> None:
+    """Raise ValueError naming every float field of dataclass ``obj`` that is NaN or infinite."""
+    bad = [f"{f.name}={getattr(obj, f.name)!r}: expected a finite number" for f in dataclasses.fields(obj)
+           if isinstance(getattr(obj, f.name), float) and not math.isfinite(getattr(obj, f.name))]
+    if bad:
+        raise ValueError(f"invalid {what}(s): " + "; ".join(bad))
+
+
+def check_ranges(obj, checks: dict, what: str) -> None:
+    """Raise ValueError naming every field whose check in ``{field: (ok, allowed range)}`` fails."""
+    bad = [f"{k}={getattr(obj, k)!r} {why}" for k, (ok, why) in checks.items() if not ok]
+    if bad:
+        raise ValueError(f"invalid {what}(s): " + "; ".join(bad))
+
+
 def from_dict(cls, d: dict, what: str):
     """``cls(**d)`` for dataclass ``cls``, refusing keys that are not its fields."""
     unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
@@ -98,34 +113,38 @@ class PRLFConfig:
 
     def __post_init__(self):
         check_types(self, "model setting")
+        check_finite(self, "model setting")
+        choices = {"text_encoder": TEXT_ENCODERS, "reliability": RELIABILITY_MODES, "anchor": ANCHORS,
+                   "reliability_params": RELIABILITY_PARAMS, "fisher_params": FISHER_PARAMS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r}; expected one of {allowed}")
+        sizes = ("text_dim", "audio_dim", "vision_dim", "text_len", "audio_len", "vision_len", "d_model",
+                 "n_tokens", "n_heads", "n_encoder_layers", "ffn_dim", "recog_hidden")
+        checks = {name: (getattr(self, name) >= 1, "must be ≥ 1") for name in sizes}
+        checks.update({
+            "n_interact": (self.n_interact >= 0, "must be ≥ 0 (0: no ProgInteract)"),
+            "n_classes": (self.n_classes >= 2, "must be ≥ 2"),
+            "label_range": (self.label_range > 0, "must be > 0"),
+            "neutral_band": (0 <= self.neutral_band < self.label_range, "must be in [0, label_range)"),
+            "dropout": (0 <= self.dropout < 1, "is a probability in [0, 1)"),
+            "tau": (self.tau > 0, "must be > 0"),
+            "lambda_rec": (self.lambda_rec >= 0, "must be ≥ 0"),
+            "lambda_align": (self.lambda_align >= 0, "must be ≥ 0"),
+            "lambda_anchor": (self.lambda_anchor >= 0, "must be ≥ 0"),
+            "anchor_temperature": (self.anchor_temperature > 0, "must be > 0"),
+            "score_lr_scale": (self.score_lr_scale > 0, "must be > 0"),
+        })
+        check_ranges(self, checks, "model setting")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
-        if self.text_encoder not in TEXT_ENCODERS:
-            raise ValueError(f"text_encoder={self.text_encoder!r}; expected one of {TEXT_ENCODERS}")
         if self.text_encoder == "bert" and not self.bert_path:
             raise ValueError("text_encoder='bert' needs bert_path (a local Hugging Face BERT directory)")
-        for name in ("n_tokens", "n_heads", "n_encoder_layers", "ffn_dim",
-                     "recog_hidden", "n_classes", "text_len", "audio_len", "vision_len"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be ≥ 1")
-        if self.n_interact < 0:
-            raise ValueError(f"n_interact={self.n_interact} must be ≥ 0 (0: no ProgInteract)")
-        if self.reliability not in RELIABILITY_MODES:
-            raise ValueError(f"reliability={self.reliability!r}; expected one of {RELIABILITY_MODES}")
-        if self.anchor not in ANCHORS:
-            raise ValueError(f"anchor={self.anchor!r}; expected one of {ANCHORS}")
-        if self.tau <= 0:
-            raise ValueError(f"tau={self.tau} must be > 0")
-        if self.reliability_params not in RELIABILITY_PARAMS:
-            raise ValueError(f"reliability_params={self.reliability_params!r}; expected one of {RELIABILITY_PARAMS}")
-        if self.fisher_params not in FISHER_PARAMS:
-            raise ValueError(f"fisher_params={self.fisher_params!r}; expected one of {FISHER_PARAMS}")
-        if self.lambda_anchor < 0:
-            raise ValueError(f"lambda_anchor={self.lambda_anchor} must be ≥ 0")
-        if self.score_lr_scale <= 0:
-            raise ValueError(f"score_lr_scale={self.score_lr_scale} must be > 0")
-        if self.anchor_temperature <= 0:
-            raise ValueError(f"anchor_temperature={self.anchor_temperature} must be > 0")
+        if self.bert_path is not None:
+            try:
+                self.bert_path.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"bert_path={self.bert_path!r} is not valid UTF-8; rename it") from None
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "PRLFConfig":
@@ -181,6 +200,7 @@ class TrainConfig:
 
     def __post_init__(self):
         check_types(self, "training setting")
+        check_finite(self, "training setting")
         checks = {
             "epochs": (self.epochs >= 1, "must be ≥ 1"),
             "batch_size": (self.batch_size >= 1, "must be ≥ 1"),
@@ -199,9 +219,7 @@ class TrainConfig:
             "patience": (self.patience >= 0, "must be ≥ 0 (0 turns early stopping off)"),
             "eval_batch_size": (self.eval_batch_size >= 1, "must be ≥ 1"),
         }
-        bad = [f"{k}={getattr(self, k)!r} {why}" for k, (ok, why) in checks.items() if not ok]
-        if bad:
-            raise ValueError("invalid training setting(s): " + "; ".join(bad))
+        check_ranges(self, checks, "training setting")
 
     def check_metric(self, dataset: str) -> None:
         from prlf_fast.metrics import metric_names  # numpy: not for ``prlf-fast --help``

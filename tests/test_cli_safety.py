@@ -216,10 +216,21 @@ def test_a_checkpoint_without_checksum_still_loads(trained, tmp_path, capsys):
     run = copy_run(trained, tmp_path / "run")
     with safe_open(str(run / "best.safetensors"), framework="pt") as f:
         meta = {k: v for k, v in f.metadata().items() if k != "sha256"}
+        meta["format"] = "prlf_fast-checkpoint-1"  # written before the digest existed
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     save_file(tensors, str(run / "best.safetensors"), metadata=meta)
     code, _, err = run_cli(capsys, "eval", "--run", run, *EVAL)
     assert code == 0, err
+
+
+def test_a_current_checkpoint_without_its_checksum_is_refused(trained, tmp_path, capsys):
+    run = copy_run(trained, tmp_path / "run")
+    with safe_open(str(run / "best.safetensors"), framework="pt") as f:
+        meta = {k: v for k, v in f.metadata().items() if k != "sha256"}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    save_file(tensors, str(run / "best.safetensors"), metadata=meta)
+    code, _, err = run_cli(capsys, "eval", "--run", run, *EVAL)
+    assert_clean_error(code, err, "best.safetensors", "SHA-256")
 
 
 def test_checkpoint_tensors_of_another_config_are_one_line(trained, tmp_path, capsys):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import signal
 import sys
+import threading
 
 from prlf_fast.errors import PRLFError
 from prlf_fast.provenance import set_command
@@ -38,7 +40,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def printable_streams() -> None:
+    """stdout/stderr write any text in any locale: what the encoding cannot show (a path's
+    undecodable byte, a non-ASCII help text under LANG=C) becomes a backslash escape."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
+    """Run one sub-command. SIGTERM stops it as SIGINT does (the trainer saves a checkpoint to
+    resume from; any command unwinds, leaving no partial output): one line, exit 130."""
+    printable_streams()
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    try:
+        return _run(argv)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(argv) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -23,12 +23,15 @@ from safetensors.torch import load_file, save_file
 from prlf_fast.data.errors import DataError
 from prlf_fast.data.mmsa import MASK_KEYS, SPLITS, check_split_shapes
 from prlf_fast.io import atomic
+from prlf_fast.errors import PRLFError
 from prlf_fast.io.atomic import WriteError, atomic_path, make_dir, write_json
+from prlf_fast.io.files import ReadError, read_text, regular_path
 
 FORMAT = "prlf_fast.mmsa-cache"
 VERSION = 2
 READABLE_VERSIONS = (1, 2)
 META = "meta.json"
+SPLIT_LIMIT = 1 << 40  # a split file is memory-mapped, not read: only special files are refused
 _SPLIT_FILE = re.compile(r"^(train|valid|test)(\.[0-9a-f]{8})?\.safetensors$")
 # Sample ids and raw text per split (``ids.sample_texts``), when the pickle had them.
 _TEXTS_FILE = re.compile(r"^texts\.[0-9a-f]{8}\.json$")
@@ -89,13 +92,12 @@ def write_cache(splits: dict, out_dir, source: str, nonfinite: dict, texts: dict
 
 def read_meta(cache_dir) -> dict:
     path = os.path.join(cache_dir, META)
-    if not os.path.isfile(path):
-        raise DataError(f"{cache_dir}: not a prlf_fast data cache (no {META}); "
-                        "write one with `prlf-fast data convert FILE.pkl DIR`")
     try:
-        with open(path) as f:
-            meta = json.load(f)
-    except (OSError, ValueError) as exc:
+        meta = json.loads(read_text(cache_dir, META))
+    except (FileNotFoundError, NotADirectoryError):
+        raise DataError(f"{cache_dir}: not a prlf_fast data cache (no {META}); "
+                        "write one with `prlf-fast data convert FILE.pkl DIR`") from None
+    except (OSError, ValueError, PRLFError) as exc:
         raise DataError(f"{path}: unreadable cache metadata ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise DataError(f"{path}: not a prlf_fast data cache (format {meta.get('format')!r})"
@@ -117,14 +119,14 @@ def read_texts(cache_dir) -> dict:
         return {}
     path = os.path.join(cache_dir, name)
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError) as exc:
+        return json.loads(read_text(cache_dir, name))
+    except (OSError, ValueError, PRLFError) as exc:
         raise DataError(f"{path}: unreadable sample ids ({exc})") from None
 
 
 def read_cache(cache_dir, preset: str | None = None) -> dict:
-    """Memory-map a cache directory; keys and shapes are checked, values are trusted."""
+    """Memory-map a cache directory; keys and shapes are checked, values are trusted. Every file
+    must be a regular file in ``cache_dir`` (never a symlink or a special file: ``io.files``)."""
     files = split_files(read_meta(cache_dir))
     splits, reference = {}, None
     for split in SPLITS:
@@ -132,7 +134,9 @@ def read_cache(cache_dir, preset: str | None = None) -> dict:
         if not os.path.isfile(path):
             raise DataError(f"{cache_dir}: missing split '{split}' ({path} does not exist)")
         try:
-            tensors = load_file(path)
+            tensors = load_file(regular_path(path, SPLIT_LIMIT))
+        except ReadError as exc:
+            raise DataError(str(exc)) from None
         except (SafetensorError, OSError, ValueError) as exc:
             raise DataError(f"{path}: truncated or corrupt safetensors file ({exc})") from None
         check_split_shapes({k: tuple(v.shape) for k, v in tensors.items()}, path, split, reference, preset)

@@ -26,6 +26,7 @@ import stat
 import tempfile
 
 from prlf_fast.errors import PRLFError
+from prlf_fast.io.files import read_bytes, read_text
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -127,10 +128,17 @@ def write_jsonl(path: str, records) -> None:
 
 
 def read_jsonl(path: str) -> list:
-    if not os.path.exists(path):
+    """The records of a JSON-lines file ([] when absent); a symlink, a special file or a file
+    over ``files.TEXT_LIMIT`` is a ReadError, a line that is not JSON a PRLFError naming it."""
+    directory, name = os.path.split(os.path.abspath(path))
+    try:
+        text = read_text(directory, name)
+    except FileNotFoundError:
         return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    try:
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    except ValueError as exc:
+        raise PRLFError(f"{path} is not JSON lines: {exc}") from None
 
 
 # -- several files as one unit ---------------------------------------------------------------
@@ -194,22 +202,53 @@ def needs_recovery(root: str) -> bool:
             or any(_strays(d) for d in [root, *_subdirs(root)]))
 
 
-def _journal_names(journal: str) -> list | None:
-    """The names a journal that this module wrote lists; None for anything else (untrusted)."""
+def _is(path: str, kind) -> bool:
     try:
-        with open(journal, encoding="utf-8") as f:
-            names = json.load(f).get("files")
-    except (OSError, ValueError, AttributeError):
+        return kind(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _plain(root: str, name: str) -> bool:
+    """Whether staged ``name`` and its target are free of links: every directory on the way
+    (under ``.staging`` and under ``root``) is a real directory or absent, and the staged file
+    is a regular file or absent (already moved)."""
+    parts = name.split(os.sep)
+    for base in (os.path.join(root, STAGING), root):
+        for i in range(1, len(parts)):
+            sub = os.path.join(base, *parts[:i])
+            if os.path.lexists(sub) and not _is(sub, stat.S_ISDIR):
+                return False
+    staged = os.path.join(root, STAGING, name)
+    target = os.path.join(root, name)
+    return ((not os.path.lexists(staged) or _is(staged, stat.S_ISREG))
+            and not (os.path.lexists(target) and _is(target, stat.S_ISDIR)))
+
+
+def _journal_names(root: str) -> list | None:
+    """The names a journal that this module wrote lists; None for anything else (untrusted:
+    a journal or staging folder that is not a plain file or directory, a name leading out of
+    ``root``, or a staged path through a symlink)."""
+    if not _is(os.path.join(root, STAGING), stat.S_ISDIR):
         return None
-    return names if isinstance(names, list) and all(_inside(n) for n in names) else None
+    try:
+        names = json.loads(read_bytes(root, JOURNAL, 16 * 1024 * 1024)).get("files")
+    except (OSError, ValueError, AttributeError, PRLFError):
+        return None
+    if not (isinstance(names, list) and all(_inside(n) for n in names)):
+        return None
+    names = [os.path.normpath(n) for n in names]
+    return names if all(_plain(root, n) for n in names) else None
 
 
 def recover(root: str) -> None:
     """Bring ``root`` to its last committed state: finish a commit whose journal exists, discard
-    staged files without one, and remove the temporary files of interrupted writes (in ``root``
-    and its direct subdirectories). Call it holding the directory's lock."""
+    staged files without one or with any part that is not a plain file or directory inside
+    ``root`` (a symlink is removed, never followed), and remove the temporary files of
+    interrupted writes (in ``root`` and its direct subdirectories). Call it holding the
+    directory's lock."""
     journal = os.path.join(root, JOURNAL)
-    names = _journal_names(journal) if os.path.isfile(journal) and not os.path.islink(journal) else None
+    names = _journal_names(root)
     if names is not None:
         _finish(root, names)
     else:

@@ -4,8 +4,14 @@ position, written atomically.
 Layout: tensors ``model/<name>``, ``optim/<param index>/<key>`` and ``rng/<name>``; the safetensors
 metadata holds JSON strings ``config`` (the model config), ``optimizer`` (param groups and
 non-tensor state), ``scheduler`` and ``trainer``, and ``sha256``: the digest of every tensor's
-name, dtype, shape and bytes, checked on load (checkpoints written before it existed load
-unchecked).
+name, dtype, shape and bytes and of every other metadata entry, checked on load (format 1
+checkpoints cover their tensors only; those without a digest load unchecked).
+
+A checkpoint may come from someone else: before anything of it is used, the file must be a
+regular file (``io.files``), every metadata entry passes its schema (``io.state``: only known
+keys, types, ranges, sizes) and the tensor shapes in its header are compared with those of the
+model its config describes, built on the ``meta`` device (no memory), so a config claiming a
+huge model is refused before any allocation.
 """
 from __future__ import annotations
 
@@ -19,21 +25,29 @@ from safetensors.torch import save_file
 
 from prlf_fast.config import PRLFConfig
 from prlf_fast.errors import PRLFError
+from prlf_fast.io import state
 from prlf_fast.io.atomic import WriteError, atomic_path
+from prlf_fast.io.files import regular_path
 
-FORMAT = "prlf_fast-checkpoint-1"
+FORMAT = "prlf_fast-checkpoint-2"
+FORMAT_TENSOR_DIGEST = "prlf_fast-checkpoint-1"
+SIZE_LIMIT = 1 << 40
 # Fields that may differ between the run that wrote a checkpoint and the one that reads it.
 _LOCATION_FIELDS = ("bert_path",)
 
 
-def tensor_digest(tensors: dict) -> str:
-    """SHA-256 over the tensors in name order: name, dtype, shape, then the raw bytes."""
+def tensor_digest(tensors: dict, meta: dict | None = None) -> str:
+    """SHA-256 over the tensors in name order (name, dtype, shape, then the raw bytes), then over
+    the metadata entries of ``meta`` in key order except ``sha256`` itself."""
     h = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
         h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
         if t.numel():
             h.update(t.reshape(-1).view(torch.uint8).numpy())
+    for key in sorted(meta or {}):
+        if key != "sha256":
+            h.update(f"{key}\0{meta[key]}\0".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 
@@ -57,7 +71,7 @@ def save_checkpoint(path: str, model, config: PRLFConfig, optimizer=None, schedu
         meta["trainer"] = json.dumps(trainer)
     tensors.update({f"rng/{k}": v for k, v in (rng or {}).items()})
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    meta["sha256"] = tensor_digest(tensors)
+    meta["sha256"] = tensor_digest(tensors, meta)
     with atomic_path(path) as tmp:
         try:
             save_file(tensors, tmp, metadata=meta)
@@ -69,40 +83,60 @@ class Checkpoint:
     """A loaded checkpoint: ``config``, ``trainer`` (dict) and the parts to restore."""
 
     def __init__(self, path: str):
-        if not os.path.isfile(path):
-            raise PRLFError(f"checkpoint {path} does not exist")
+        try:
+            regular_path(path, SIZE_LIMIT)
+        except (FileNotFoundError, NotADirectoryError):
+            raise PRLFError(f"checkpoint {path} does not exist") from None
         try:
             with safe_open(path, framework="pt") as f:
                 meta = f.metadata() or {}
                 self.tensors = {k: f.get_tensor(k) for k in f.keys()}
         except (SafetensorError, OSError, ValueError) as exc:
             raise PRLFError(f"checkpoint {path} is not a readable safetensors file: {exc}") from exc
-        if meta.get("format") != FORMAT:
+        if meta.get("format") not in (FORMAT, FORMAT_TENSOR_DIGEST):
             raise PRLFError(f"checkpoint {path} is not a prlf_fast checkpoint "
                             f"(format {meta.get('format')!r}, expected {FORMAT!r})")
-        if "sha256" in meta and tensor_digest(self.tensors) != meta["sha256"]:
-            raise PRLFError(f"checkpoint {path} is damaged: its tensor data does not match the "
-                            "SHA-256 stored when it was written")
+        if meta["format"] == FORMAT and "sha256" not in meta:
+            raise PRLFError(f"checkpoint {path} is damaged: its SHA-256 entry is missing")
+        covered = meta if meta["format"] == FORMAT else None
+        if "sha256" in meta and tensor_digest(self.tensors, covered) != meta["sha256"]:
+            raise PRLFError(f"checkpoint {path} is damaged: its {'data' if covered else 'tensor data'} "
+                            "does not match the SHA-256 stored when it was written")
         self.path = path
         try:
             self.config = PRLFConfig.from_dict(json.loads(meta["config"]))
             self.trainer = json.loads(meta.get("trainer", "{}"))
             self._optimizer = json.loads(meta["optimizer"]) if "optimizer" in meta else None
             self._scheduler = json.loads(meta["scheduler"]) if "scheduler" in meta else None
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, RecursionError) as exc:
             raise PRLFError(f"checkpoint {path} has unreadable metadata: {exc}") from exc
+        state.check_trainer(self.trainer, f"checkpoint {path}: trainer")
+        state.check_tensor_names(self.tensors, f"checkpoint {path}")
 
     def part(self, prefix: str) -> dict:
         n = len(prefix) + 1
         return {k[n:]: v for k, v in self.tensors.items() if k.startswith(prefix + "/")}
 
     def check_config(self, expected: PRLFConfig) -> None:
-        """Raise a PRLFError naming every field where this checkpoint's config differs."""
+        """Raise a PRLFError naming every field where this checkpoint's config differs, or every
+        model tensor whose shape the config implies differs from the checkpoint's (checked on
+        the ``meta`` device: call it before building the model)."""
         mine, theirs = self.config.to_dict(), expected.to_dict()
         diff = [f"{k}={mine[k]!r} (checkpoint) vs {theirs[k]!r}" for k in mine
                 if k not in _LOCATION_FIELDS and mine[k] != theirs.get(k)]
         if diff:
             raise PRLFError(f"checkpoint {self.path} belongs to another model config: " + ", ".join(diff))
+        if expected.text_encoder == "features":  # a BERT's sizes come from its own folder
+            from prlf_fast.model import PRLF
+
+            with torch.device("meta"):
+                shapes = {k: v.shape for k, v in PRLF(expected, backend="reference").state_dict().items()}
+            saved = self.part("model")
+            self._check_shapes(saved, shapes, "model tensors")
+            if set(saved) != set(shapes):
+                raise PRLFError(f"checkpoint {self.path} does not match the model: missing "
+                                f"{sorted(set(shapes) - set(saved))[:5]}, unexpected "
+                                f"{sorted(set(saved) - set(shapes))[:5]}")
 
     def _check_shapes(self, saved: dict, expected: dict, what: str) -> None:
         """Raise a PRLFError listing the tensors whose saved shape differs from ``expected``."""
@@ -123,18 +157,15 @@ class Checkpoint:
     def restore_optimizer(self, optimizer) -> None:
         if self._optimizer is None:
             raise PRLFError(f"checkpoint {self.path} holds no optimizer state (cannot resume from it)")
-        state = {int(pid): dict(values) for pid, values in self._optimizer["state"].items()}
+        state.check_optimizer(self._optimizer, self.part("optim"), optimizer, f"checkpoint {self.path}: optimizer")
+        saved = {int(pid): dict(values) for pid, values in self._optimizer["state"].items()}
         for key, value in self.part("optim").items():
             pid, name = key.split("/", 1)
-            state.setdefault(int(pid), {})[name] = value
-        # Moment buffers (the non-scalar state tensors) have their parameter's shape.
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        moments = {k: v for k, v in self.part("optim").items() if v.dim() > 0}
-        self._check_shapes(moments, {k: params[int(k.split("/")[0])].shape for k in moments
-                                     if int(k.split("/")[0]) < len(params)}, "optimizer state")
-        optimizer.load_state_dict({"state": state, "param_groups": self._optimizer["param_groups"]})
+            saved.setdefault(int(pid), {})[name] = value
+        optimizer.load_state_dict({"state": saved, "param_groups": self._optimizer["param_groups"]})
 
     def restore_scheduler(self, scheduler) -> None:
         if self._scheduler is None:
             raise PRLFError(f"checkpoint {self.path} holds no scheduler state (cannot resume from it)")
+        state.check_like(self._scheduler, scheduler.state_dict(), f"checkpoint {self.path}: scheduler")
         scheduler.load_state_dict(self._scheduler)

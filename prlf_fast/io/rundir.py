@@ -10,17 +10,30 @@ import time
 
 from prlf_fast.errors import PRLFError
 from prlf_fast.io.atomic import LOCK, locked, needs_recovery, output_dir, recover, write_json, write_text
+from prlf_fast.io.files import MiB, read_text
 from prlf_fast.io.schema import validate_config
 
 CONFIG, METRICS, LOG = "config.json", "metrics.jsonl", "train.log"
 LAST, BEST = "last.safetensors", "best.safetensors"
 RESULTS, REPORT = "results.json", "report.md"
+CONFIG_LIMIT = 16 * MiB
+
+
+def check_path(path: str, what: str) -> None:
+    """Raise a PRLFError when ``path`` (as the OS gave it) cannot be written as UTF-8 text: the
+    run's config.json, log and report name it, so such a run could never be read back."""
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise PRLFError(f"{what} {os.fspath(path).encode('utf-8', 'surrogateescape')!r} is not valid "
+                        "UTF-8 in this locale; rename it (prlf-fast keeps paths as UTF-8 text)") from None
 
 
 class RunDir:
     """Paths of one run; only the writer (rank 0) creates or changes files."""
 
     def __init__(self, path: str, writer: bool = True, echo: bool = True):
+        check_path(path, "run directory")
         self.path, self.writer, self.echo = path, writer, echo
         self._log_lines: list[str] | None = None  # read from train.log on the first line logged
 
@@ -75,17 +88,19 @@ class RunDir:
         """The run's config.json, checked against the schema (``train.schema``)."""
         self.settle()
         path = self.file(CONFIG)
-        if not os.path.isfile(path):
-            raise PRLFError(f"{self.path} is not a prlf_fast run directory ({CONFIG} is missing)")
         try:
-            with open(path, encoding="utf-8") as f:
-                config = json.load(f)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            config = json.loads(read_text(self.path, CONFIG, CONFIG_LIMIT))
+        except (FileNotFoundError, NotADirectoryError):
+            raise PRLFError(f"{self.path} is not a prlf_fast run directory ({CONFIG} is missing)") from None
+        except (OSError, json.JSONDecodeError) as exc:
             raise PRLFError(f"{path} is not readable JSON: {exc}") from exc
         validate_config(config, path)
         return config
 
     def write_config(self, config: dict) -> None:
+        """Write config.json after checking it against the schema (nothing is written when a
+        field is invalid, e.g. a data path that is not UTF-8)."""
+        validate_config(config, self.file(CONFIG))
         if self.writer:
             write_json(self.file(CONFIG), config)
 
@@ -95,9 +110,8 @@ class RunDir:
             return
         if self._log_lines is None:
             self._log_lines = []
-            if os.path.isfile(self.file(LOG)):
-                with open(self.file(LOG), encoding="utf-8") as f:
-                    self._log_lines = f.read().splitlines()
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                self._log_lines = read_text(self.path, LOG).splitlines()
         line = f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {message}"
         self._log_lines.append(line)
         if self.echo:

@@ -23,6 +23,14 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def _model(section) -> tuple[PRLFConfig | None, list]:
     try:
         cfg = PRLFConfig.from_dict(section)
@@ -54,6 +62,8 @@ def _data(section) -> list:
         return ["data: exactly one of 'path' and 'synthetic' must be set"]
     if path is not None and not (isinstance(path, str) and path):
         return [f"data.path: expected a file or directory path, found {path!r}"]
+    if path is not None and not _utf8(path):
+        return [f"data.path: {path.encode('utf-8', 'surrogateescape')!r} is not valid UTF-8; rename it"]
     if synthetic is not None:
         if not isinstance(synthetic, dict) or set(synthetic) != set(SYNTHETIC_KEYS):
             return [f"data.synthetic: expected an object with {', '.join(SYNTHETIC_KEYS)}, found {synthetic!r}"]

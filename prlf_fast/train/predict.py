@@ -45,8 +45,18 @@ def corruption(split: Split, intra_rate: float | None = None, mask_seed: int = 0
     return lambda batch, idx: missing.inter_drop(batch, drop) if drop else batch
 
 
+# Spreadsheets run a cell that starts with one of these as a formula (OWASP: CSV injection).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def text_cell(value: str) -> str:
+    """A text cell that a spreadsheet shows as text: a leading formula character gets a ``'``."""
+    return "'" + value if value.startswith(FORMULA_START) else value
+
+
 def write_predictions(path: str, ids: list, label, outputs: dict) -> None:
-    """The CSV of ``prlf-fast predict``; ``label`` (N,) or None, ``outputs`` from ``evaluate.collect``."""
+    """The CSV of ``prlf-fast predict``; ``label`` (N,) or None, ``outputs`` from ``evaluate.collect``.
+    Sample ids are text cells (``text_cell``); numbers stay numbers (a negative label is ``-1.5``)."""
     columns = ["id", *(["label"] if label is not None else []), "prediction", "dominant"]
     per_modality = {"present": outputs["present"].long(), "confidence": outputs["confidence"].double(),
                     "fisher": outputs["fisher"].double(), "weight": outputs["weights"].double()}
@@ -60,7 +70,7 @@ def write_predictions(path: str, ids: list, label, outputs: dict) -> None:
         w = csv.writer(f)
         w.writerow(columns)
         for i, sample in enumerate(ids):
-            row = [sample, *([repr(labels[i])] if labels is not None else []), repr(pred[i]),
+            row = [text_cell(str(sample)), *([repr(labels[i])] if labels is not None else []), repr(pred[i]),
                    MODALITIES[dominant[i]]]
             for j in range(len(MODALITIES)):
                 row += [values[q][i][j] if q == "present" else repr(values[q][i][j]) for q in per_modality]

@@ -61,9 +61,9 @@ def train(run: RunDir, config: dict, device, backend: str, resume: bool, evaluat
         with run.session(resume):
             splits = load_splits(config["data"], model_cfg, device)
             ctx.barrier()
-            if not resume:
-                run.write_config({**config, "provenance": provenance.collect(device, started)})
             trainer = Trainer(model_cfg, train_cfg, splits, run, device, backend, ctx)
+            if not resume:  # after the model is built: a BERT folder that fails leaves nothing
+                run.write_config({**config, "provenance": provenance.collect(device, started)})
             if resume:
                 trainer.resume()
             if tensorboard and ctx.is_main:  # after resume: it rewrites the history resumed from

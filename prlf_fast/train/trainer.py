@@ -19,6 +19,7 @@ from prlf_fast.config import TrainConfig
 from prlf_fast.data import missing
 from prlf_fast.errors import PRLFError
 from prlf_fast.eval.robustness import autocast, intra
+from prlf_fast.io import state
 from prlf_fast.io.atomic import Commit, read_jsonl, write_jsonl
 from prlf_fast.io.checkpoint import Checkpoint, save_checkpoint
 from prlf_fast.io.rundir import BEST, LAST, METRICS
@@ -42,8 +43,16 @@ class Trainer:
         self.device = torch.device(device)
         train_cfg.check_metric(model_cfg.dataset)
         self.train_split, self.valid_split = splits["train"], splits["valid"]
+        # A checkpoint to resume from is checked against the config before the model exists.
+        self.last = Checkpoint(run.file(LAST)) if os.path.lexists(run.file(LAST)) else None
+        if self.last is not None:
+            self.last.check_config(model_cfg)
         torch.manual_seed(train_cfg.seed)
         self.model = PRLF(model_cfg, backend=backend).to(self.device)
+        text = self.model.encoders["text"]
+        for split in (self.train_split, self.valid_split):
+            if hasattr(text, "check_ids") and split.text_ids is not None:
+                text.check_ids(split.text_ids)
         self.net = distributed.wrap(self.model, ctx, self.device)
         n, b = len(self.train_split), train_cfg.batch_size
         # A last global batch smaller than the number of ranks would leave a rank without data.
@@ -77,22 +86,33 @@ class Trainer:
     def resume(self) -> None:
         """Restore model, optimizer, scheduler, RNG and position from the run's last checkpoint
         (a run stopped before its first checkpoint starts again from the beginning)."""
-        if not os.path.exists(self.run.file(LAST)):
+        ckpt = self.last
+        if ckpt is None:
             self.run.log(f"--resume: no {LAST} yet; starting from the beginning")
             return
-        ckpt = Checkpoint(self.run.file(LAST))
-        ckpt.check_config(self.cfg)
+        where = f"checkpoint {ckpt.path}"
+        state.check_position(ckpt.trainer, self.tc.epochs, self.steps_per_epoch, f"{where}: trainer")
+        rng = ckpt.part("rng")
+        if "torch" not in rng:
+            raise PRLFError(f"{where}: rng/torch is missing (cannot resume from it)")
+        live = {"torch": torch.get_rng_state(),
+                "mask": missing.epoch_generator(self.tc.seed, 0, self.device).get_state()}
+        if self.device.type == "cuda":
+            live["cuda"] = torch.cuda.get_rng_state(self.device)
+        state.check_rng(rng, live, where)
         ckpt.restore_model(self.model)
         ckpt.restore_optimizer(self.optimizer)
         ckpt.restore_scheduler(self.scheduler)
         self.state.update(ckpt.trainer)
-        rng = ckpt.part("rng")
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], self.device)
         self.mask_state = rng.get("mask") if self.state["batch"] else None
         # Records written after the checkpoint are redone (identically) by the resumed run.
-        self.history = [h for h in read_jsonl(self.run.file(METRICS)) if h["step"] <= self.state["step"]]
+        records = read_jsonl(self.run.file(METRICS))
+        if not all(isinstance(h, dict) and state.check_int(h.get("step")) for h in records):
+            raise PRLFError(f"{self.run.file(METRICS)}: every record must be an object with an integer 'step'")
+        self.history = [h for h in records if h["step"] <= self.state["step"]]
         self.run.log(f"resumed from {LAST}: epoch {self.state['epoch']}, batch {self.state['batch']}, "
                      f"step {self.state['step']}")
 
