@@ -207,12 +207,13 @@ def test_requeued_task_resumes_while_the_sweep_waits(tmp_path, capsys, cluster):
 def test_cell_past_its_time_limit_is_requeued_and_finishes(tmp_path, capsys, cluster):
     # --time 1 and the warning signal 40 s before the limit: slurmctld sends it at its first check
     # (every 30 s) after 20 s, 20-50 s into each attempt; submitit checkpoints the cell and requeues
-    # it (3 times at most). About 45 s of training: more than one attempt, fewer than four.
+    # it (3 times at most). About 60 s of training on 2 idle cores (0.4 s an epoch): more than one
+    # attempt, fewer than four.
     sweep = tmp_path / "sweep"
     start = time.time()
     with _in_background(_release_requeued):
         code, _, err = run_cli(capsys, "sweep", "--out", sweep, "--executor", "slurm", *CELL, "--seeds", "1",
-                               "--train", "epochs=75", "--time", "1", "--slurm-option", "signal=USR2@40")
+                               "--train", "epochs=150", "--time", "1", "--slurm-option", "signal=USR2@40")
     print(f"time limit: {time.time() - start:.0f} s")
     assert code == 0, err
     _assert_quiet(err)
