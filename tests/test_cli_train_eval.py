@@ -222,14 +222,17 @@ def test_debug_shows_the_traceback(tmp_path, where):
         main(["--debug", *argv] if where == "before" else [*argv, "--debug"])
 
 
-def test_early_stopping_with_modality_dropout(tmp_path, capsys):
+@pytest.mark.parametrize("scheme", ["independent", "subset"])
+def test_early_stopping_with_modality_dropout(tmp_path, capsys, scheme):
     # A vanishing learning rate leaves the validation accuracy unchanged, so patience 1 stops
     # after epoch 2 of 4; modality dropout runs on top of the training protocol.
     out = tmp_path / "early"
     code, _, err = run_cli(capsys, "train", "--synthetic", "32,12,12", *TINY_OPTS, "--epochs", "4",
                            "--lr", "1e-12", "--patience", "1", "--select-metric", "Has0_acc_2",
-                           "--modality-dropout", "0.3", "--no-eval", "--out", out)
+                           "--modality-dropout", "0.3", "--modality-dropout-scheme", scheme, "--no-eval",
+                           "--out", out)
     assert code == 0, err
+    assert json.loads((out / "config.json").read_text())["train"]["modality_dropout_scheme"] == scheme
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [h["select"]["best"] for h in history] == [True, False]
     assert "early stop" in (out / "train.log").read_text()

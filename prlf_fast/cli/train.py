@@ -17,8 +17,8 @@ TRAIN_PRESETS = {
 SYNTHETIC_EPOCHS = 12
 # CLI option -> TrainConfig field, for options that shape the run (saved in config.json).
 TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "warmup", "grad_clip", "seed",
-                 "train_missing", "modality_dropout", "select_rate", "select_seed", "select_metric",
-                 "patience", "amp", "eval_batch_size")
+                 "train_missing", "modality_dropout", "modality_dropout_scheme", "select_rate", "select_seed",
+                 "select_metric", "patience", "amp", "eval_batch_size")
 
 
 def rate_list(text: str) -> float:
@@ -65,6 +65,9 @@ def register(sub) -> None:
     g.add_argument("--no-train-missing", dest="train_missing", action="store_const", const=False,
                    help="train on complete data (no intra-modality training protocol)")
     g.add_argument("--modality-dropout", type=float, help="probability of dropping a whole modality")
+    g.add_argument("--modality-dropout-scheme", choices=("independent", "subset"),
+                   help="independent (each modality with that probability; default) or subset (a sample "
+                        "keeps a random non-empty subset of its modalities)")
     g.add_argument("--select-rate", type=float, help="validation missing rate for selection (0.5)")
     g.add_argument("--select-seed", type=int, help="mask seed of the validation evaluation")
     g.add_argument("--select-metric", help="validation metric to select on (MAE: lower is better)")

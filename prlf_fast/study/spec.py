@@ -17,8 +17,8 @@ SWEEP_FILE = "sweep.json"
 CELLS, DATA = "cells", "data"
 # Training settings a sweep may fix for every cell (the seed is the grid's).
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup", "grad_clip", "train_missing",
-              "modality_dropout", "select_rate", "select_seed", "select_metric", "patience", "amp",
-              "eval_batch_size")
+              "modality_dropout", "modality_dropout_scheme", "select_rate", "select_seed", "select_metric",
+              "patience", "amp", "eval_batch_size")
 _NO_FLAGS = {"train_missing": "--no-train-missing", "amp": "--no-amp"}  # booleans that default on
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _YAML_KEYS = {"seeds", "variants", "datasets", "train", "set", "rates", "mask_seeds", "reference", "synthetic"}
