@@ -43,6 +43,7 @@ SPILL_BUDGETS = {
              (80, "_iteration_bwd_kernel", "dropout", "d=128 h=8 T=8"): 128},
     (3, 7): {(80, "_iteration_bwd_kernel", "", "d=128 h=8 T=8"): 24,
              (80, "_iteration_bwd_kernel", "dropout", "d=128 h=8 T=8"): 16},
+    (3, 9): {(80, "_iteration_bwd_kernel", "dropout", "d=128 h=8 T=8"): 128},   # torch 2.15
 }
 MATRICES = {   # (d_model, heads, tokens)
     "ci": [(128, 8, 8)],
