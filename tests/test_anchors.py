@@ -72,7 +72,7 @@ def test_fixed_anchor_outputs_equal_models_configured_that_way():
     torch.manual_seed(1)
     model = PRLF(cfg).eval()
     split = tiny_split(cfg, 7, seed=3)
-    out = evaluate.collect(model, split, evaluate.corrupted(model, {"": lambda b, i: b}, anchors=True), 7,
+    out = evaluate.collect(model, split, evaluate.corrupted(model, {"": lambda b, i: b}, evaluate.anchor_fuse(model)), 7,
                            torch.device("cpu"), False)
     for m in MODALITIES:
         fixed = PRLF(tiny_config(anchor=m)).eval()

@@ -27,7 +27,7 @@ def both_ways(model, split, batch_size):
     configs = [tuple(c) for c in evaluate.missing.INTER_CONFIGS] + [()]
     cpu = torch.device("cpu")
     drop_each = {c: lambda b, i, c=c: evaluate.missing.inter_drop(b, c) for c in configs}
-    once = evaluate.collect(model, split, evaluate._inter_encode_once(model, configs), batch_size, cpu, False, FIELDS)
+    once = evaluate.collect(model, split, evaluate.inter_encode_once(model, configs), batch_size, cpu, False, FIELDS)
     each = evaluate.collect(model, split, evaluate.corrupted(model, drop_each), batch_size, cpu, False, FIELDS)
     return once, each
 

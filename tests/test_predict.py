@@ -68,6 +68,23 @@ def test_metrics_from_the_csv_equal_results_json(trained, capsys):
         assert csv_metrics(read_csv(out)) == expected, options
 
 
+def test_mean_residual_equals_the_csv(trained, capsys):
+    """results.json's residual of each inter configuration is mean(ŷ − y) of predict's CSV."""
+    results = json.loads((trained / "run" / "results.json").read_text())
+    for r in results["inter"]["records"]:
+        out = trained / "residual.csv"
+        drop = ["--drop", ",".join(r["dropped"])] if r["dropped"] else []
+        code, _, err = run_cli(capsys, "predict", "--run", trained / "run", "--out", out, "--device", "cpu", *drop)
+        assert code == 0, err
+        rows = read_csv(out)
+        residual = np.mean([float(row["prediction"]) - float(row["label"]) for row in rows])
+        assert r["mean_residual"] == pytest.approx(residual, abs=1e-6), r["config"]
+    six = [r["mean_residual"] for r in results["inter"]["records"] if r["dropped"]]
+    assert results["inter"]["average"]["mean_residual"] == pytest.approx(np.mean(six), abs=1e-12)
+    report = (trained / "run" / "report.md").read_text()
+    assert f"{results['inter']['average']['mean_residual']:+.4f}" in report
+
+
 def test_csv_columns_ids_and_values(trained, capsys):
     out = trained / "drop.csv"
     code, _, err = run_cli(capsys, "predict", "--run", trained / "run", "--out", out, "--device", "cpu",

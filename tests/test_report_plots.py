@@ -32,7 +32,7 @@ def fake_results(dataset, seeds=(0, 1), n=60):
     configs = [("text",), ("audio",), ("vision",), ("text", "audio"), ("text", "vision"), ("audio", "vision"), ()]
     inter = [{"config": "-".join(c) or "complete", "dropped": list(c),
               "available": [m for m in MODALITIES if m not in c], "metrics": metrics(0.3 + 0.3 * len(c)),
-              "dominant_share": share()} for c in configs]
+              "mean_residual": float(rng.normal()), "dominant_share": share()} for c in configs]
     return {"dataset": dataset, "checkpoint": {"file": "best.safetensors", "epoch": 2},
             "intra": {"records": intra, **summarize_intra(intra)},
             "inter": {"records": inter, **summarize_inter(inter)}}

@@ -13,6 +13,10 @@ def register(sub) -> None:
     p.add_argument("--out", help="directory for results.json, report.md and plots/ (default: the run "
                                  "directory, whose previous results are replaced)")
     p.add_argument("--force", action="store_true", help="replace the results already in another --out")
+    p.add_argument("--permutations", type=int, nargs="?", const=100, default=0, metavar="K",
+                   help="also the reliability permutation test with K permutations (default K 100; about "
+                        "K/8 times the evaluation's time: docs/protocols.md)")
+    p.add_argument("--permutation-seed", type=int, default=0, metavar="S", help="seed of the permutations")
     add_device_options(p)
     p.set_defaults(func=run)
 
@@ -24,9 +28,12 @@ def run(args) -> int:
 
     if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size} must be ≥ 1")
+    if args.permutations < 0:
+        raise ValueError(f"--permutations {args.permutations} must be ≥ 0")
     set_threads(args.threads)
     results = evaluate_run(args.run, args.data, args.rates, args.seeds, distributed.device_for(args.device),
-                           args.backend, args.batch_size, out=args.out, force=args.force)
+                           args.backend, args.batch_size, out=args.out, force=args.force,
+                           permutations=args.permutations, permutation_seed=args.permutation_seed)
     print(f"wrote {args.out or args.run}/results.json, report.md and plots/ "
           f"(intra average MAE {results['intra']['average']['mean']['MAE']:.4f})")
     return 0

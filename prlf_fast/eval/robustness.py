@@ -49,21 +49,27 @@ def collect(model, split, run_batch, batch_size: int, device, amp: bool, fields=
     return {name: {f: torch.cat(v) for f, v in per.items()} for name, per in parts.items()}
 
 
-def corrupted(model, corrupt: dict, anchors: bool = False):
+def corrupted(model, corrupt: dict, fuse=None):
     """``run_batch`` for ``collect``: the model on each ``corrupt[name](batch, idx)``; with
-    ``anchors`` (a plain ``PRLF``), also each fixed anchor on the same encoding, named
-    ``(name, modality)`` (``anchors.fuse_all``)."""
+    ``fuse(name, hidden, present, idx) -> {name: PRLFOutput}`` (a plain ``PRLF``), the batch is
+    encoded and ``fuse`` runs on the encoding (e.g. every anchor: ``anchor_fuse``)."""
     def run_batch(batch, idx):
         outputs = {}
         for name, fn in corrupt.items():
             with nvtx_range("data"):
                 changed = fn(batch, idx)
-            if anchors:
-                outputs.update(anchor_diag.fuse_all(model, name, *model.encode(changed)))
-            else:
+            if fuse is None:
                 outputs[name] = model(changed)
+            else:
+                outputs.update(fuse(name, *model.encode(changed), idx))
         return outputs
     return run_batch
+
+
+def anchor_fuse(model):
+    """``fuse`` for ``corrupted`` and ``inter_encode_once``: the run's rule and each fixed anchor,
+    named ``name`` and ``(name, modality)`` (``anchors.fuse_all``)."""
+    return lambda name, hidden, present, idx: anchor_diag.fuse_all(model, name, hidden, present)
 
 
 def _dominant_share(dominant: torch.Tensor) -> dict:
@@ -86,7 +92,8 @@ def intra(model, split, dataset: str, rates, seeds, batch_size: int = 256, devic
     records = []
     for seed in seeds:
         uniforms = missing.eval_uniforms(split, seed)
-        out = collect(model, split, corrupted(model, {r: at_rate(uniforms, r) for r in rates}, anchors),
+        out = collect(model, split, corrupted(model, {r: at_rate(uniforms, r) for r in rates},
+                                              anchor_fuse(model) if anchors else None),
                       batch_size, device, amp)
         for rate in rates:
             records.append({"rate": float(rate), "seed": int(seed),
@@ -104,13 +111,15 @@ def _dropped_mask(dropped, device) -> torch.Tensor:
     return torch.tensor([m in dropped for m in MODALITIES], device=device)
 
 
-def _inter_encode_once(model, configs, anchors: bool = False):
-    """``run_batch`` for ``collect``: each modality is encoded once per batch, as in the complete
-    case; a dropped modality's encoder output is ``model.absent_hidden`` (it does not depend on
-    the features: no valid position, so the pooling adds exactly 0), computed once per batch size.
-    Bit for bit what the model gives on ``missing.inter_drop(batch, c)``. With ``anchors``, also
-    each fixed anchor, named ``(c, modality)`` (``anchors.fuse_all``)."""
+def inter_encode_once(model, configs, fuse=None):
+    """``run_batch`` for ``collect`` over the inter configurations ``configs`` (tuples of dropped
+    modalities): each modality is encoded once per batch, as in the complete case; a dropped
+    modality's encoder output is ``model.absent_hidden`` (it does not depend on the features: no
+    valid position, so the pooling adds exactly 0), computed once per batch size. Bit for bit what
+    the model gives on ``missing.inter_drop(batch, c)``. ``fuse`` as for ``corrupted`` (default:
+    ``model.fuse``, named ``c``)."""
     absent = {}
+    fuse = fuse or (lambda name, hidden, present, idx: {name: model.fuse(hidden, present)})
 
     def run_batch(batch, idx):
         with nvtx_range("encode"):
@@ -120,11 +129,8 @@ def _inter_encode_once(model, configs, anchors: bool = False):
         outputs = {}
         for c in configs:
             drop = _dropped_mask(c, hidden.device)
-            case = (torch.where(drop[None, :, None, None], absent[batch.size], hidden), present & ~drop)
-            if anchors:
-                outputs.update(anchor_diag.fuse_all(model, c, *case))
-            else:
-                outputs[c] = model.fuse(*case)
+            outputs.update(fuse(c, torch.where(drop[None, :, None, None], absent[batch.size], hidden),
+                                present & ~drop, idx))
         return outputs
     return run_batch
 
@@ -139,7 +145,7 @@ def inter(model, split, dataset: str, batch_size: int = 256, device="cpu", amp=T
     device = torch.device(device)
     configs = [tuple(c) for c in missing.INTER_CONFIGS] + [()]
     if encode_once and isinstance(model, PRLF):
-        run_batch = _inter_encode_once(model, configs, anchors)
+        run_batch = inter_encode_once(model, configs, anchor_fuse(model) if anchors else None)
     else:
         anchors = False
         run_batch = corrupted(model, {c: (lambda batch, idx, c=c: missing.inter_drop(batch, c) if c else batch)
@@ -149,8 +155,14 @@ def inter(model, split, dataset: str, batch_size: int = 256, device="cpu", amp=T
     return [{"config": inter_name(c), "dropped": list(c),
              "available": [m for m in MODALITIES if m not in c],
              "metrics": mmsa_metrics(out[c]["prediction"], label, dataset),
+             "mean_residual": mean_residual(out[c]["prediction"], label),
              "dominant_share": _dominant_share(out[c]["dominant"]),
              **({"anchors": anchor_diag.record(out, c, label, dataset)} if anchors else {})} for c in configs]
+
+
+def mean_residual(prediction, label) -> float:
+    """mean(ŷ − y) in float64: the level shift that MAE hides (positive: predictions too high)."""
+    return float((prediction.double() - label.double()).mean())
 
 
 def _stats(dicts: list) -> tuple[dict, dict]:
@@ -176,10 +188,12 @@ def summarize_intra(records: list) -> dict:
 
 
 def summarize_inter(records: list) -> dict:
-    """The mean of the six missing configurations (the complete case is reported apart)."""
-    missing_only = [r["metrics"] for r in records if r["dropped"]]
-    mean, std = _stats(missing_only)
-    return {"average": {"mean": mean, "std": std}}
+    """The mean of the six missing configurations (the complete case is reported apart), and of
+    their mean residuals."""
+    missing_only = [r for r in records if r["dropped"]]
+    mean, std = _stats([r["metrics"] for r in missing_only])
+    return {"average": {"mean": mean, "std": std,
+                        "mean_residual": float(np.mean([r["mean_residual"] for r in missing_only]))}}
 
 
 DEFAULT_SEEDS = (0, 1, 2)  # mask seeds of the robustness evaluation

@@ -87,9 +87,12 @@ class AMRE(nn.Module):
     def beta(self):
         return nn.functional.softplus(self.beta_raw)
 
-    def forward(self, z, present, backend: str = "reference", anchor: str | None = None) -> Reliability:
+    def forward(self, z, present, backend: str = "reference", anchor: str | None = None,
+                scores=None) -> Reliability:
         """z (B, M, d) pooled modality summaries, present (B, M) bool; ``anchor`` overrides the
-        config's anchor rule (see ``reliability_weights_and_order``)."""
+        config's anchor rule (see ``reliability_weights_and_order``); ``scores`` (B, M), if given,
+        replaces the computed scores in the weights and the order (absent modalities stay −inf):
+        the reliability permutation test (``prlf_fast.eval.permutation``) feeds other samples'."""
         a, _, logits = reference.recognition_logits(z, self.w1, self.b1, self.w2, self.b2)
         with torch.no_grad():
             if self.fisher_params == "bias":   # torch ops on every backend (prlf_fast.model.reliability)
@@ -99,7 +102,8 @@ class AMRE(nn.Module):
                 score_fn = reference.fisher_reliability if backend == "reference" else ops.fisher_reliability
                 confidence, fisher = score_fn(z.detach(), self.w1.detach(), self.b1.detach(),
                                               self.w2.detach(), self.b2.detach())
-        scores = reliability_scores(self.mode, self.alpha, self.beta, confidence, fisher, self.bias)
+        if scores is None:
+            scores = reliability_scores(self.mode, self.alpha, self.beta, confidence, fisher, self.bias)
         scores = scores.masked_fill(~present, float("-inf"))
         weights, order = reliability_weights_and_order(scores, self.tau, anchor or self.anchor)
         return Reliability(logits, confidence, fisher, scores, weights, order)

@@ -103,15 +103,16 @@ class PRLF(nn.Module):
                 out.anchor_predictions = anchor_predictions(self, hidden.detach(), present)
         return out
 
-    def fuse(self, hidden, present, anchor: str | None = None) -> PRLFOutput:
+    def fuse(self, hidden, present, anchor: str | None = None, scores=None) -> PRLFOutput:
         """AMRE, ProgInteract and the head on encoder outputs: hidden (B, 3, T, d) and present
         (B, 3) bool as ``encode`` returns them. ``anchor`` ("adaptive", "text", "audio" or
         "vision") overrides the config's anchor rule for this call, so that several anchors can
-        be compared on one encoding."""
+        be compared on one encoding. ``scores`` (B, 3) replaces AMRE's reliability scores (see
+        ``AMRE.forward``)."""
         if anchor is not None and anchor not in ANCHORS:
             raise ValueError(f"anchor={anchor!r}; expected one of {ANCHORS}")
         with nvtx_range("amre"):
-            rel = self.amre(hidden.mean(dim=2), present, backend=self.backend, anchor=anchor)
+            rel = self.amre(hidden.mean(dim=2), present, backend=self.backend, anchor=anchor, scores=scores)
         with nvtx_range("proginteract"):
             anchor, streams = self.interact(hidden, rel.weights, rel.order, backend=self.backend)
         with nvtx_range("head"):

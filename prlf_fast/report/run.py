@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from prlf_fast.config import MODALITIES
-from prlf_fast.eval import anchors
+from prlf_fast.eval import anchors, permutation
 from prlf_fast.io.atomic import write_text
 
 # (column title, metric keys joined by "/", is a percentage). LNLN shows Acc-2 and F1 as Has0/Non0.
@@ -41,12 +41,12 @@ def _fmt(metrics: dict, keys, pct: bool) -> str:
     return "/".join(f"{metrics[k] * 100:.2f}" if pct else f"{metrics[k]:.4f}" for k in keys)
 
 
-def _row(label: str, metrics: dict, dataset: str) -> str:
-    return "| " + " | ".join([label] + [_fmt(metrics, k, p) for _, k, p in columns(dataset)]) + " |"
+def _row(label: str, metrics: dict, dataset: str, after=()) -> str:
+    return "| " + " | ".join([label] + [_fmt(metrics, k, p) for _, k, p in columns(dataset)] + list(after)) + " |"
 
 
-def _header(first: str, dataset: str, extra=()) -> list:
-    titles = [first, *extra] + [c for c, _, _ in columns(dataset)]
+def _header(first: str, dataset: str, extra=(), after=()) -> list:
+    titles = [first, *extra] + [c for c, _, _ in columns(dataset)] + list(after)
     return ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
 
 
@@ -80,15 +80,20 @@ def markdown(results: dict, info: dict, plots=()) -> str:
     lines += [""]
 
     lines += ["## Inter-modality missing (whole modalities dropped)", ""]
-    lines += _header("Dropped", ds, extra=("Available",))
+    lines += _header("Dropped", ds, extra=("Available",), after=("Residual",))
     for r in inter["records"]:
         if r["dropped"]:
             lines.append(_row(f"{{{', '.join(r['dropped'])}}} | {{{', '.join(r['available'])}}}",
-                              r["metrics"], ds))
-    lines.append(_row("**Average (6)** | ", inter["average"]["mean"], ds))
+                              r["metrics"], ds, [f"{r['mean_residual']:+.4f}"]))
+    lines.append(_row("**Average (6)** | ", inter["average"]["mean"], ds, [f"{inter['average']['mean_residual']:+.4f}"]))
     complete = next(r for r in inter["records"] if not r["dropped"])
-    lines += [_row("none (complete) | {" + ", ".join(complete["available"]) + "}", complete["metrics"], ds), ""]
+    lines += [_row("none (complete) | {" + ", ".join(complete["available"]) + "}", complete["metrics"], ds,
+                   [f"{complete['mean_residual']:+.4f}"]), "",
+              "*Residual*: mean(ŷ − y) over the test samples, the level shift MAE hides (positive: "
+              "predictions too high).", ""]
     lines += anchors.markdown(results, ds)
+    if "permutation" in results:
+        lines += permutation.markdown(results["permutation"], ds)
     lines += ["## Plots", ""] + [f"![{k}]({PLOTS[k]})" for k in plots] + [""]
     return "\n".join(lines)
 

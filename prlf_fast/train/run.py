@@ -14,6 +14,7 @@ from prlf_fast.config import PRLFConfig, TrainConfig
 from prlf_fast.data.missing import DEFAULT_RATES
 from prlf_fast.data.runs import data_spec, load_splits
 from prlf_fast.errors import PRLFError
+from prlf_fast.eval.permutation import permutation_test
 from prlf_fast.eval.robustness import robustness
 from prlf_fast.io.atomic import Commit, read_jsonl, write_json
 from prlf_fast.io.checkpoint import Checkpoint
@@ -90,10 +91,12 @@ def train(run: RunDir, config: dict, device, backend: str, resume: bool, evaluat
 
 def evaluate_run(run_dir: str, data_path: str | None = None, rates=None, seeds=None, device="cpu",
                  backend: str = "fast", batch_size: int | None = None, out: str | None = None,
-                 force: bool = False) -> dict:
+                 force: bool = False, permutations: int = 0, permutation_seed: int = 0) -> dict:
     """Both robustness protocols on the test split with the run's selected checkpoint; writes
     results.json, report.md and the plots (as one unit) into ``out`` (default: the run
-    directory), holding its lock. Another ``out`` that already holds results needs ``force``."""
+    directory), holding its lock. Another ``out`` that already holds results needs ``force``.
+    ``permutations`` > 0 adds the reliability permutation test with that many permutations
+    (``prlf_fast.eval.permutation``; results.json key ``permutation``)."""
     run = RunDir(run_dir)
     config = run.read_config()
     check_backend(backend, device)
@@ -103,11 +106,13 @@ def evaluate_run(run_dir: str, data_path: str | None = None, rates=None, seeds=N
         if target is not run and os.path.exists(target.file(RESULTS)) and not force:
             raise PRLFError(f"{target.path} already holds evaluation results ({RESULTS}); "
                             "use --force to replace them or choose another --out")
-        return _evaluate(run, config, target, device, backend, data_path, rates, seeds, batch_size)
+        return _evaluate(run, config, target, device, backend, data_path, rates, seeds, batch_size,
+                         permutations=permutations, permutation_seed=permutation_seed)
 
 
 def _evaluate(run: RunDir, config: dict, out: RunDir, device, backend: str, data_path=None, rates=None,
-              seeds=None, batch_size=None, splits: dict | None = None) -> dict:
+              seeds=None, batch_size=None, splits: dict | None = None, permutations: int = 0,
+              permutation_seed: int = 0) -> dict:
     """``evaluate_run`` for a caller that holds ``out``'s session."""
     start, started = time.perf_counter(), time.time()
     model_cfg = PRLFConfig.from_dict(config["model"])
@@ -122,8 +127,13 @@ def _evaluate(run: RunDir, config: dict, out: RunDir, device, backend: str, data
     rates = config["eval"]["rates"] if rates is None else list(rates)
     seeds = config["eval"]["seeds"] if seeds is None else list(seeds)
     test = splits["test"]
-    results = robustness(model, test, model_cfg.dataset, rates, seeds,
-                         batch_size or train_cfg.eval_batch_size, device, train_cfg.amp)
+    batch_size = batch_size or train_cfg.eval_batch_size
+    results = robustness(model, test, model_cfg.dataset, rates, seeds, batch_size, device, train_cfg.amp)
+    if permutations:
+        permutation_start = time.perf_counter()
+        results["permutation"] = permutation_test(model, test, model_cfg.dataset, rates, seeds, permutations,
+                                                  permutation_seed, batch_size, device, train_cfg.amp)
+        results["permutation"]["seconds"] = round(time.perf_counter() - permutation_start, 2)
     seconds = round(time.perf_counter() - start, 2)
     results = {"dataset": model_cfg.dataset, "split": "test", "n_samples": len(test), "data": spec,
                "checkpoint": {"file": BEST, **ckpt.trainer}, "backend": backend, "device": str(device),
