@@ -72,13 +72,14 @@ def child_job(backend: str, synthetic: str | None) -> dict:
 
 
 def child(ns) -> None:
+    import torch
     from environment import environment_info
 
     from prlf_fast import threads
 
     threads.apply_threads()
     out = child_step(ns.backend, ns.steps, ns.warmup) if ns.child == "step" else child_job(ns.backend, ns.synthetic)
-    out.update(threads=threads.record(), environment=environment_info(" ".join(sys.argv)))
+    out.update(threads=torch.get_num_threads(), cpu_threads=threads.record(), environment=environment_info(" ".join(sys.argv)))
     print("LOAD_CHECK " + json.dumps(out), flush=True)
 
 
@@ -156,7 +157,7 @@ def run(ns) -> dict:
                         r = measure(kind, setting, backend, ns)
                         samples.setdefault((n_busy, setting, kind, backend), []).append(r["seconds"])
                         info = info or r
-                        threads_used = r["threads"]["threads"]
+                        threads_used = r["threads"]
                         print(f"N={n_busy} {setting:>10} {kind} {backend:>9}: {r['seconds']:.3f} s", flush=True)
         finally:
             load.stop()

@@ -28,14 +28,12 @@ def configure_openmp(environ=None) -> dict:
     ``WAIT_VARS``; returns the variables set (empty when the user's are kept). Takes effect only
     if torch is not imported yet: the OpenMP runtime reads them once, when it loads."""
     env = os.environ if environ is None else environ
-    if any(var in env for var in WAIT_VARS):
-        if env is os.environ and _state["wait_set_by"] is None:
-            _state["wait_set_by"] = "user"
-        return {}
-    env.update(DEFAULT_WAIT)
-    if env is os.environ:
-        _state["wait_set_by"] = "prlf-fast"
-    return dict(DEFAULT_WAIT)
+    present = {var: env[var] for var in WAIT_VARS if var in env}
+    if not present:
+        env.update(DEFAULT_WAIT)
+    if env is os.environ and _state["wait_set_by"] is None:  # inherited defaults: a sweep cell
+        _state["wait_set_by"] = "prlf-fast" if present in ({}, DEFAULT_WAIT) else "user"
+    return {} if present else dict(DEFAULT_WAIT)
 
 
 def wait_policy() -> dict:
@@ -149,7 +147,7 @@ def choose_threads(explicit: int | None = None, environ=None, budget: dict | Non
 
 def apply_threads(explicit: int | None = None) -> int:
     """Run torch's intra-op pool with ``choose_threads(explicit)`` threads, set ``OMP_NUM_THREADS``
-    to it for child processes and record it for ``summary``/``record``; returns the count. The
+    to it for child processes and record its source for ``summary``/``record``; returns the count. The
     call for Python users of ``prlf_fast.load_run``: ``configure_openmp()`` before ``import torch``,
     ``apply_threads()`` after."""
     n, source = choose_threads(explicit)
@@ -173,22 +171,23 @@ def openmp_runtime() -> str | None:
 
 
 def record() -> dict:
-    """The provenance entry: ``threads`` (torch's now), ``source`` (who chose them; None when
-    ``apply_threads`` was not called), ``cpu_budget``, ``openmp`` (wait policy) and ``runtime``."""
-    import torch
+    """The provenance entry ``cpu_threads``: ``source`` of the thread count ("--threads",
+    "OMP_NUM_THREADS", "cpu budget"; None when ``apply_threads`` was not called),
+    ``cpu_budget``, ``openmp`` (the wait policy) and ``runtime`` (the OpenMP library loaded)."""
+    return {"source": _state["source"], "cpu_budget": cpu_budget(), "openmp": wait_policy(),
+            "runtime": openmp_runtime()}
 
-    return {"threads": torch.get_num_threads(), "source": _state["source"], "cpu_budget": cpu_budget(),
-            "openmp": wait_policy(), "runtime": openmp_runtime()}
 
-
-def summary(rec: dict | None = None) -> str:
+def summary() -> str:
     """One line for train.log, e.g. ``threads: 2 (cpu budget: affinity 2, cgroup quota none);
     OpenMP: GOMP_SPINCOUNT=10000 KMP_BLOCKTIME=0 (set by prlf-fast)``."""
-    rec = rec or record()
+    import torch
+
+    rec = record()
     b, omp = rec["cpu_budget"], rec["openmp"]
     quota = "none" if b["cgroup_quota"] is None else f"{b['cgroup_quota']:g}"
     source = "" if rec["source"] in (None, "cpu budget") else f"{rec['source']}; "
     wait = " ".join(f"{k}={v}" for k, v in omp["variables"].items()) or "runtime default"
     set_by = f" (set by {omp['set_by']})" if omp["set_by"] else ""
-    return (f"threads: {rec['threads']} ({source}cpu budget: affinity {b['affinity']}, cgroup quota {quota}); "
-            f"OpenMP: {wait}{set_by}")
+    return (f"threads: {torch.get_num_threads()} ({source}cpu budget: affinity {b['affinity']}, "
+            f"cgroup quota {quota}); OpenMP: {wait}{set_by}")

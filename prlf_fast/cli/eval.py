@@ -18,13 +18,13 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from prlf_fast.provenance import set_threads
+    from prlf_fast.threads import apply_threads
     from prlf_fast.train import distributed
     from prlf_fast.train.run import evaluate_run
 
     if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size} must be ≥ 1")
-    set_threads(args.threads)
+    apply_threads(args.threads)
     results = evaluate_run(args.run, args.data, args.rates, args.seeds, distributed.device_for(args.device),
                            args.backend, args.batch_size, out=args.out, force=args.force)
     print(f"wrote {args.out or args.run}/results.json, report.md and plots/ "
