@@ -10,7 +10,7 @@ for each OpenMP wait setting. BENCHMARKS.md, "Threads under load".
 Every measurement runs in a fresh subprocess (the wait policy is read when torch loads), in
 round-robin order over settings and backends, so a change of the machine's own load hits all of
 them alike. The fair-share bound for N busy processes on C CPUs and T threads of ours is
-min(T, C)·(N + T)/(C·T) × the idle time of the same setting and backend.
+max(1, min(T, C)·(N + T)/(C·T)) × the idle time of the same setting and backend.
 """
 from __future__ import annotations
 
@@ -136,8 +136,9 @@ def measure(kind: str, setting: str, backend: str, ns) -> dict:
 
 
 def fair_share(n_busy: int, cores: int, threads: int) -> float:
-    """The best slowdown fair sharing allows: min(T, C)·(N + T)/(C·T)."""
-    return min(threads, cores) * (n_busy + threads) / (cores * threads)
+    """The best slowdown fair sharing allows: min(T, C)·(N + T)/(C·T) (our share of the C cores
+    is C·T/(N + T) against min(T, C) idle), and 1 where the N + T threads fit the cores."""
+    return max(1.0, min(threads, cores) * (n_busy + threads) / (cores * threads))
 
 
 def run(ns) -> dict:

@@ -20,7 +20,7 @@ WAIT_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 # libgomp spins this many iterations (tens of µs) before sleeping, instead of its default 300000
 # (tens of ms); Intel OpenMP sleeps at once. BENCHMARKS.md, "Threads under load".
 DEFAULT_WAIT = {"GOMP_SPINCOUNT": "10000", "KMP_BLOCKTIME": "0"}
-_state: dict = {"wait_set_by": None, "threads": None, "source": None}
+_state: dict = {"wait_set_by": None, "source": None}
 
 
 def configure_openmp(environ=None) -> dict:
@@ -155,7 +155,7 @@ def apply_threads(explicit: int | None = None) -> int:
 
     os.environ["OMP_NUM_THREADS"] = str(n)
     torch.set_num_threads(n)
-    _state.update(threads=n, source=source)
+    _state["source"] = source
     return n
 
 
