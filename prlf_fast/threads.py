@@ -17,9 +17,10 @@ from prlf_fast.errors import PRLFError
 
 # Variables that choose how OpenMP threads wait (libgomp; Intel OpenMP): a user's own wins.
 WAIT_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
-# libgomp spins this many iterations (tens of µs) before sleeping, instead of its default 300000
-# (tens of ms); Intel OpenMP sleeps at once. BENCHMARKS.md, "Threads under load".
-DEFAULT_WAIT = {"GOMP_SPINCOUNT": "10000", "KMP_BLOCKTIME": "0"}
+# libgomp spins this many iterations (microseconds) before sleeping, instead of its default 300000
+# (its own value when it has more threads than CPUs); Intel OpenMP sleeps at once. Measured
+# against PASSIVE and 10000 in BENCHMARKS.md, "Threads under load".
+DEFAULT_WAIT = {"GOMP_SPINCOUNT": "1000", "KMP_BLOCKTIME": "0"}
 _state: dict = {"wait_set_by": None, "source": None}
 
 
@@ -180,7 +181,7 @@ def record() -> dict:
 
 def summary() -> str:
     """One line for train.log, e.g. ``threads: 2 (cpu budget: affinity 2, cgroup quota none);
-    OpenMP: GOMP_SPINCOUNT=10000 KMP_BLOCKTIME=0 (set by prlf-fast)``."""
+    OpenMP: GOMP_SPINCOUNT=1000 KMP_BLOCKTIME=0 (set by prlf-fast)``."""
     import torch
 
     rec = record()
