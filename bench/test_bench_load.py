@@ -32,7 +32,7 @@ def test_load_check_quick(benchmark, tmp_path, monkeypatch):
     real_start = load_check.BusyLoad.start
     monkeypatch.setattr(load_check.BusyLoad, "start",
                         lambda self, n: (real_start(self, n), started.extend(self.procs)))
-    assert load_check.main(["--quick", "--out-dir", str(tmp_path)]) == 0
+    assert benchmark(load_check.main, ["--quick", "--out-dir", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "load.json").read_text())
     cores = result["cpu_budget"]
     assert started and all(p.poll() is not None for p in started)
