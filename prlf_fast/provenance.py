@@ -3,7 +3,7 @@
 ``collect`` gives the dict stored under ``provenance`` in ``config.json`` (at training start)
 and ``results.json`` (at evaluation start); ``line`` renders it as the one line of report.md.
 No torch import at module level: the CLI records the command line through ``set_command``.
-``set_threads`` sets the CPU thread count that provenance then records.
+The thread count and OpenMP wait policy it records are set by ``prlf_fast.threads``.
 """
 from __future__ import annotations
 
@@ -76,11 +76,13 @@ def _version(dist: str) -> str | None:
 
 
 def collect(device="cpu", started: float | None = None) -> dict:
-    """The provenance dict: command, versions, commit, device, threads, host and start time
+    """The provenance dict: command, versions, commit, device, threads (and ``cpu_threads``:
+    their source, the CPU budget, the OpenMP wait policy; ``threads.record``), host and start time
     (``started``: a ``time.time()``, default now; written as UTC ISO 8601)."""
     import torch
 
     import prlf_fast
+    from prlf_fast import threads
 
     started = time.time() if started is None else started
     return {
@@ -94,6 +96,7 @@ def collect(device="cpu", started: float | None = None) -> dict:
         "device": str(device),
         "device_name": device_name(device),
         "threads": torch.get_num_threads(),
+        "cpu_threads": threads.record(),
         "host": platform.node(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
     }
@@ -109,14 +112,3 @@ def line(p: dict) -> str:
              f"started {p['started']}"]
     return ", ".join(parts)
 
-
-def set_threads(n: int | None) -> None:
-    """Use ``n`` intra-op CPU threads in this process (``None``: leave torch's default)."""
-    if n is None:
-        return
-    if n < 1:
-        raise ValueError(f"--threads {n} must be ≥ 1")
-    import torch
-
-    os.environ["OMP_NUM_THREADS"] = str(n)  # for child processes and libraries read later
-    torch.set_num_threads(n)

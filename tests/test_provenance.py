@@ -10,12 +10,12 @@ from test_cli_train_eval import TINY_RUN, assert_clean_error, run_cli
 from prlf_fast import provenance
 
 KEYS = {"command", "prlf_fast", "git_commit", "python", "torch", "cuda", "triton", "device", "device_name",
-        "threads", "host", "started"}
+        "threads", "cpu_threads", "host", "started"}
 
 
 @pytest.fixture
 def keep_threads(monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # set_threads writes it; monkeypatch restores it
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # apply_threads writes it; monkeypatch restores it
     n = torch.get_num_threads()
     yield
     torch.set_num_threads(n)

@@ -1,5 +1,6 @@
 """``prlf-fast`` command line. Each module of this package with a ``register(subparsers)``
-function contributes one sub-command; errors from bad input exit 2 with one clear line."""
+function contributes one sub-command; errors from bad input exit 2 with one clear line.
+Nothing here imports torch at module level: ``main`` sets the OpenMP wait policy first."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +12,7 @@ import threading
 
 from prlf_fast.errors import PRLFError
 from prlf_fast.provenance import set_command
+from prlf_fast.threads import configure_openmp
 
 # Errors that mean "bad input" or a failing environment (any OSError: a full disk, an I/O
 # error; its message names the file), not "bug": one line, exit 2, traceback only with --debug.
@@ -54,7 +56,9 @@ def _terminate(signum, frame):
 
 def main(argv=None) -> int:
     """Run one sub-command. SIGTERM stops it as SIGINT does (the trainer saves a checkpoint to
-    resume from; any command unwinds, leaving no partial output): one line, exit 130."""
+    resume from; any command unwinds, leaving no partial output): one line, exit 130. Bounds the
+    OpenMP spin-wait before any sub-command imports torch (``prlf_fast.threads``)."""
+    configure_openmp()
     printable_streams()
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None

@@ -22,7 +22,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from prlf_fast.provenance import set_threads
+    from prlf_fast.threads import apply_threads
     from prlf_fast.train import distributed
     from prlf_fast.train.run import evaluate_run
 
@@ -30,7 +30,7 @@ def run(args) -> int:
         raise ValueError(f"--batch-size {args.batch_size} must be ≥ 1")
     if args.permutations < 0:
         raise ValueError(f"--permutations {args.permutations} must be ≥ 0")
-    set_threads(args.threads)
+    apply_threads(args.threads)
     results = evaluate_run(args.run, args.data, args.rates, args.seeds, distributed.device_for(args.device),
                            args.backend, args.batch_size, out=args.out, force=args.force,
                            permutations=args.permutations, permutation_seed=args.permutation_seed)

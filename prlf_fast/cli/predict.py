@@ -2,7 +2,7 @@
 dominant modality; per modality presence, confidence, Fisher information, reliability weight)."""
 from __future__ import annotations
 
-from prlf_fast.cli.train import rate_list
+from prlf_fast.cli.train import add_threads_option, rate_list
 from prlf_fast.config import MODALITIES
 
 
@@ -30,10 +30,12 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--backend", default="fast", choices=("fast", "auto", "reference", "triton"),
                    help="model implementation (default: fast)")
+    add_threads_option(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from prlf_fast.threads import apply_threads
     from prlf_fast.train.predict import predict_run
 
     if args.mask_seed is not None and args.intra is None:
@@ -41,6 +43,7 @@ def run(args) -> int:
     if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size} must be ≥ 1")
     drop = modality_list(args.drop) if args.drop is not None else ()
+    apply_threads(args.threads)
     metrics = predict_run(args.run, args.out, args.data, args.split, args.intra, args.mask_seed or 0, drop,
                           args.device, args.backend, args.batch_size)
     summary = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()) if metrics else "no labels, no metrics"

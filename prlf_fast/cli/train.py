@@ -35,9 +35,14 @@ def add_device_options(p) -> None:
     p.add_argument("--rates", type=rate_list, nargs="+", metavar="R",
                    help="intra-modality missing rates to evaluate (default 0.0 0.1 … 0.9)")
     p.add_argument("--seeds", type=int, nargs="+", metavar="S", help="mask seeds to evaluate (default 0 1 2)")
+    add_threads_option(p)
+
+
+def add_threads_option(p) -> None:
     p.add_argument("--threads", type=int, metavar="N",
-                   help="CPU threads of this process (default: torch's, one per core); set it when "
-                        "several runs share the machine, to cores / runs")
+                   help="CPU threads of this process (default: OMP_NUM_THREADS, else the CPUs it may "
+                        "use: its affinity mask capped by its cgroup CPU quota); when several runs "
+                        "share the machine, cores / runs")
 
 
 def register(sub) -> None:
@@ -157,12 +162,12 @@ def resumed_config(args, saved: dict) -> dict:
 
 def run(args) -> int:
     from prlf_fast.io.rundir import RunDir
-    from prlf_fast.provenance import set_threads
     from prlf_fast.report.tensorboard import check_available
+    from prlf_fast.threads import apply_threads
     from prlf_fast.train import distributed
     from prlf_fast.train.run import train
 
-    set_threads(args.threads)
+    apply_threads(args.threads)
     if args.tensorboard:
         check_available()
     out = args.out or os.path.join("runs", f"{args.dataset or 'mosi'}-seed{args.seed or 1}")

@@ -184,7 +184,9 @@ def _interrupt(signum, frame):
 
 
 def cpu_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    from prlf_fast.threads import cpu_budget
+
+    return cpu_budget()["cpus"]
 
 
 class Sweep:
