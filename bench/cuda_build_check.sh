@@ -137,5 +137,7 @@ if [[ $STEPS == *" dry-run "* ]]; then
   rm -rf "$dry_out"
 fi
 
+# The stamp .ci/run compares with (bench/cuda_build_tree.sh): commit it with the change it checked.
+bash bench/cuda_build_tree.sh >bench/results/cuda_build_check.tree
 echo
-echo "=== cuda_build_check: ok (torch $TORCH, $((SECONDS - START)) s)"
+echo "=== cuda_build_check: ok (torch $TORCH, $((SECONDS - START)) s); wrote bench/results/cuda_build_check.tree"
