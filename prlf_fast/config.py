@@ -21,7 +21,7 @@ PRESETS = {
                  vision_len=55, neutral_band=0.1, label_range=1.0),
 }
 TEXT_ENCODERS = ("features", "bert")
-# Ablation switches (DESIGN §4.6): how AMRE forms the reliability score, and the anchor rule.
+# Ablation switches (docs/design.md §4.6): how AMRE forms the reliability score, and the anchor rule.
 RELIABILITY_MODES = ("amre", "confidence", "fisher", "uniform")
 ANCHORS = ("adaptive", *MODALITIES)
 # AMRE's next version (issue #15; docs/model.md): α, β shared or per modality (with a bias), the
@@ -77,7 +77,7 @@ def from_dict(cls, d: dict, what: str):
 
 @dataclass
 class PRLFConfig:
-    """Hyper-parameters of our formulation of PRLF. Defaults are DESIGN §4's (MOSI shapes)."""
+    """Hyper-parameters of our formulation of PRLF. Defaults are docs/design.md §4's (MOSI shapes)."""
 
     dataset: str = "mosi"
     text_dim: int = 768
@@ -188,7 +188,7 @@ class TrainConfig:
     warmup: float = 0.1          # fraction of all steps spent warming up linearly
     grad_clip: float = 1.0       # max gradient norm; 0 disables clipping
     seed: int = 1
-    train_missing: bool = True   # intra-modality training protocol (DESIGN §3)
+    train_missing: bool = True   # intra-modality training protocol (docs/design.md §3)
     modality_dropout: float = 0.0
     modality_dropout_scheme: str = "independent"   # or "subset" (MODALITY_DROPOUT_SCHEMES)
     select_rate: float = 0.5     # validation missing rate used for model selection

@@ -1,4 +1,4 @@
-"""MMSA/LNLN regression metrics (DESIGN §6), as fractions, for numpy or torch inputs.
+"""MMSA/LNLN regression metrics (docs/design.md §6), as fractions, for numpy or torch inputs.
 
 Class boundaries are compared in each input's own float precision (a float32 label of 0.1 is in
 SIMS's (−0.1, 0.1] bin, as in MMSA). Weighted F1 is f1(y_true, y_pred): class weights are the

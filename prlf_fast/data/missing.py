@@ -1,4 +1,4 @@
-"""Missing-modality protocols (DESIGN §3), applied to whole batches on the batch's device.
+"""Missing-modality protocols (docs/design.md §3), applied to whole batches on the batch's device.
 
 Intra-modality at rate r: keep = valid ∧ (U > r) with U uniform on (0, 1] per (sample, position),
 so r = 0 keeps everything and the expected dropped fraction of valid positions is r. Text always

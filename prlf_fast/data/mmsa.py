@@ -1,4 +1,4 @@
-"""The MMSA layout (DESIGN §2): checking keys and shapes, sanitising, and validity masks.
+"""The MMSA layout (docs/design.md §2): checking keys and shapes, sanitising, and validity masks.
 
 ``prepare_mmsa`` turns the numpy dict of an MMSA pickle into ``{split: {key: torch.Tensor}}``:
 float32 features and labels with non-finite values replaced by 0, plus bool validity masks.

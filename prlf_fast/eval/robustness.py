@@ -1,4 +1,4 @@
-"""The robustness protocols of DESIGN §3 on one split: intra-modality missing over rates × mask
+"""The robustness protocols of docs/design.md §3 on one split: intra-modality missing over rates × mask
 seeds (one draw of U per seed, shared by every rate, so masks are nested) and inter-modality
 missing over the six configurations plus the complete case. Batched: each batch is gathered
 once and run at every rate; for the inter protocol each modality of a batch is encoded once.

@@ -1,4 +1,4 @@
-"""The PRLF model: our formulation of DESIGN §4."""
+"""The PRLF model: our formulation of docs/design.md §4."""
 from prlf_fast.model.amre import AMRE, Reliability
 from prlf_fast.model.encoder import ModalityEncoder
 from prlf_fast.model.interact import InteractLayer, ProgInteract

@@ -1,4 +1,4 @@
-"""Adaptive Modality Reliability Estimator (DESIGN §4.2)."""
+"""Adaptive Modality Reliability Estimator (docs/design.md §4.2)."""
 from __future__ import annotations
 
 import math
@@ -28,7 +28,7 @@ def reliability_weights_and_order(scores, tau: float, anchor: str = "adaptive"):
     """Weights softmax(s/τ) (1/M each when every score is −inf) and the order (dominant, r1, r2):
     scores descending, ties to the lowest index (a stable sort).
 
-    ``anchor`` (DESIGN §4.6): "adaptive" (dominant = argmax s) or a modality name, which then
+    ``anchor`` (docs/design.md §4.6): "adaptive" (dominant = argmax s) or a modality name, which then
     comes first wherever its score is finite (the modality is present); where it is absent the
     adaptive rule applies. The other two stay ordered by s. The weights do not depend on it."""
     any_present = torch.isfinite(scores).any(dim=-1, keepdim=True)
@@ -43,7 +43,7 @@ def reliability_weights_and_order(scores, tau: float, anchor: str = "adaptive"):
 
 
 def reliability_scores(mode: str, alpha, beta, confidence, fisher, bias=None):
-    """(B, M) scores of DESIGN §4.6's ``reliability`` modes, before absent modalities are masked:
+    """(B, M) scores of docs/design.md §4.6's ``reliability`` modes, before absent modalities are masked:
     "amre" α log c − β log(1 + F); "confidence" α log c; "fisher" −β log(1 + F); "uniform" 0.
     α, β: scalars or (M,) per modality; ``bias`` (M,) or None is added (not in "uniform").
     Parameters stay in the graph with a zero gradient where a mode drops them (DistributedDataParallel
@@ -73,7 +73,7 @@ class AMRE(nn.Module):
         self.b1 = nn.Parameter(torch.empty(m, h).uniform_(-bound1, bound1))
         self.w2 = nn.Parameter(torch.empty(m, k, h).uniform_(-bound2, bound2))
         self.b2 = nn.Parameter(torch.empty(m, k).uniform_(-bound2, bound2))
-        # α, β: shared scalars (DESIGN §4.2), or per modality with a bias (reliability_params).
+        # α, β: shared scalars (docs/design.md §4.2), or per modality with a bias (reliability_params).
         shape = (m,) if cfg.reliability_params == "modality" else ()
         self.alpha_raw = nn.Parameter(torch.full(shape, _SOFTPLUS_INV_1))
         self.beta_raw = nn.Parameter(torch.full(shape, _SOFTPLUS_INV_1))

@@ -1,4 +1,4 @@
-"""The ``bert`` text encoder (DESIGN §4): a Hugging Face BERT, loaded from a local directory and
+"""The ``bert`` text encoder (docs/design.md §4): a Hugging Face BERT, loaded from a local directory and
 fine-tuned on the ``text_bert`` token ids, followed by the same masked query pooling and layers
 as every other modality (``ModalityEncoder``)."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Per-modality encoder (DESIGN §4.1): projection, learned positions, masked query pooling,
+"""Per-modality encoder (docs/design.md §4.1): projection, learned positions, masked query pooling,
 pre-LN layers over the pooled tokens, final LayerNorm."""
 from __future__ import annotations
 
@@ -46,6 +46,6 @@ class ModalityEncoder(nn.Module):
 
     def absent(self, batch_size: int, backend: str = "reference"):
         """H (B, T, d) of samples with no valid position, without their inputs: the pooling adds
-        exactly 0 to the queries (DESIGN §4.1), so H depends on the parameters only. In eval mode
+        exactly 0 to the queries (docs/design.md §4.1), so H depends on the parameters only. In eval mode
         equal, bit for bit, to ``forward`` on inputs of ``batch_size`` samples that are all absent."""
         return self.tokens(self.queries.expand(batch_size, -1, -1).contiguous(), backend)

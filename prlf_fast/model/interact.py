@@ -1,4 +1,4 @@
-"""Progressive Interaction (DESIGN §4.3): the two weaker streams attend to the dominant anchor."""
+"""Progressive Interaction (docs/design.md §4.3): the two weaker streams attend to the dominant anchor."""
 from __future__ import annotations
 
 import torch
@@ -58,7 +58,7 @@ class InteractLayer(nn.Module):
 
 class ProgInteract(nn.Module):
     """N = ``cfg.n_interact`` iterations (0: the streams pass through unchanged); gates are the
-    streams' reliability weights, or 1 with ``cfg.gate_streams`` false (DESIGN §4.6)."""
+    streams' reliability weights, or 1 with ``cfg.gate_streams`` false (docs/design.md §4.6)."""
 
     def __init__(self, cfg):
         super().__init__()

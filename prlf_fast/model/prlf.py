@@ -1,4 +1,4 @@
-"""The PRLF model (DESIGN §4): encoders → AMRE → ProgInteract → prediction, and its loss."""
+"""The PRLF model (docs/design.md §4): encoders → AMRE → ProgInteract → prediction, and its loss."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -126,7 +126,7 @@ class PRLF(nn.Module):
         )
 
     def loss(self, output: PRLFOutput, batch: Batch) -> dict:
-        """DESIGN §4.5: L1 task loss + λ_rec · recognition CE + λ_align · (1 − cos) alignment; in
+        """docs/design.md §4.5: L1 task loss + λ_rec · recognition CE + λ_align · (1 − cos) alignment; in
         training with ``lambda_anchor > 0`` also + λ_anchor · the anchor loss (key ``anchor``;
         ``prlf_fast.model.reliability.anchor_loss``)."""
         if batch.label is None:

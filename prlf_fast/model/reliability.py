@@ -1,8 +1,8 @@
 """The revised AMRE's parts (issue #15; docs/model.md "AMRE, next version"), each an ablation
-switch of ``PRLFConfig`` whose default keeps the formulation of DESIGN §4.2 bit for bit:
+switch of ``PRLFConfig`` whose default keeps the formulation of docs/design.md §4.2 bit for bit:
 
 - ``fisher_params="bias"``: the Fisher-information trace over the head's biases θ = (b1, b2)
-  only, F_b = (1 − ‖p‖²) + Σ_k p_k ‖G_k‖² − ‖G p‖²: the two terms of DESIGN §4.2's F without
+  only, F_b = (1 − ‖p‖²) + Σ_k p_k ‖G_k‖² − ‖G p‖²: the two terms of docs/design.md §4.2's F without
   their factors (‖u‖² + 1) and (‖z‖² + 1), so it does not grow with the norms of the head's
   input and hidden layer, which differ between modalities (``bias_fisher``).
 - ``reliability_params="modality"``: α_m, β_m and a bias b_m per modality,

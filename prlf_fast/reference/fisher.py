@@ -5,7 +5,7 @@ the Fisher information of θ = (W1, b1, W2, b2) under the head's own predictive 
 
     F = (1 − ‖p‖²)(‖u‖² + 1) + (Σ_k p_k ‖G_k‖² − ‖G p‖²)(‖z‖² + 1),  G = diag(GELU′(a)) W2ᵀ
 
-(DESIGN §4.2). With g = GELU′(a), the middle factor is Σ_h g_h² (Σ_k p_k W2_kh² − (Σ_k p_k W2_kh)²).
+(docs/design.md §4.2). With g = GELU′(a), the middle factor is Σ_h g_h² (Σ_k p_k W2_kh² − (Σ_k p_k W2_kh)²).
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The training loop: AdamW with linear warm-up and cosine decay, gradient clipping, bf16 autocast
-on CUDA, the intra-modality training protocol (DESIGN §3) with optional modality dropout,
+on CUDA, the intra-modality training protocol (docs/design.md §3) with optional modality dropout,
 selection on the validation split at one missing rate, optional early stopping, checkpoints
 for ``--resume`` (at every epoch end, and at the current step when interrupted)."""
 from __future__ import annotations
