@@ -77,20 +77,12 @@ class Split:
 
         return Batch(**{f.name: gather(getattr(self, f.name)) for f in fields(self)})
 
-    def iter_batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
-                     drop_last: bool = False):
-        """Yield ``(idx, Batch)`` over the split; ``idx`` lies on the split's device."""
+    def iter_batches(self, batch_size: int):
+        """Yield ``(idx, Batch)`` over the split in order, the last batch possibly smaller; ``idx``
+        lies on the split's device. (Training draws its own order: ``Trainer._epoch_batches``.)"""
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be ≥ 1")
-        n = len(self)
-        if shuffle:
-            order = torch.randperm(n, generator=generator,
-                                   device=generator.device if generator is not None else "cpu")
-            order = order.to(self.device)
-        else:
-            order = torch.arange(n, device=self.device)
-        for start in range(0, n, batch_size):
+        order = torch.arange(len(self), device=self.device)
+        for start in range(0, len(self), batch_size):
             idx = order[start:start + batch_size]
-            if drop_last and idx.numel() < batch_size:
-                return
             yield idx, self.batch(idx)
