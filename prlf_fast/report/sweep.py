@@ -134,8 +134,9 @@ def write_sweep_report(sweep_dir: str, summary: dict) -> str:
         last = invocations[-1]
         done = {k: c for i in invocations for k, c in i["cells"].items() if c.get("status") == "done"}
         wall = sum(i["wall_seconds"] or 0 for i in invocations)
+        timed = [c["seconds"] for c in done.values() if c.get("seconds") is not None]
         lines += [f"- time: wall time {wall:.0f} s over {len(invocations)} invocation(s), which ran {len(done)} "
-                  f"cells whose own times sum to {sum(c['seconds'] for c in done.values()):.0f} s; the last: "
+                  f"cells ({len(timed)} timed locally, submit to end: {sum(timed):.0f} s in all); the last: "
                   f"`{last['command']}` started {last['started']}, {last['executor']} executor, {last['parallel']} "
                   f"at once, {last['threads_per_cell']} thread(s) per cell on {last['device']}"]
     first_cell = next((c for c in summary["cells"] if c["finished"]), None)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import signal
+import stat
 import sys
 import threading
 import time
@@ -20,12 +20,15 @@ import submitit
 
 from prlf_fast.errors import PRLFError
 from prlf_fast.io.atomic import LOCK, locked, write_json
+from prlf_fast.io.files import MiB, open_regular, read_text
 from prlf_fast.io.rundir import CONFIG, REPORT, RESULTS
 from prlf_fast.study import slurm
 from prlf_fast.study.spec import SWEEP_FILE, SweepSpec, cell_dir, data_path
 
 SUBMITIT = "submitit"
 LOCAL_TIMEOUT_MIN = 60 * 24 * 30  # submitit's local default (2 min) would kill every real cell
+RESULTS_LIMIT = 16 * MiB  # a cell's results.json (a few hundred KB at most)
+LOG_TAIL = 64 * 1024  # of a failed cell's log, the part searched for its error
 SLURM_POLL_S = 10  # at most this long between two squeue calls while waiting for the array
 
 
@@ -83,45 +86,72 @@ def cell_key(dataset: str, variant: str, seed: int) -> str:
     return f"{dataset}/{variant}/seed{seed}"
 
 
-def is_finished(run_dir: str) -> bool:
-    return os.path.isfile(os.path.join(run_dir, RESULTS)) and os.path.isfile(os.path.join(run_dir, REPORT))
+def read_results(run_dir: str) -> dict | None:
+    """The committed ``results.json`` of ``run_dir`` (a JSON object, read without following a
+    symlink, at most ``RESULTS_LIMIT`` bytes) when ``report.md`` is there too; else None."""
+    import json
 
-
-def cell_error(job, exc: Exception) -> str:
-    """A failed cell's own error: its last ``prlf-fast: ...`` line (the one-line error of
-    ``prlf-fast train``), else the last line of the job's traceback."""
     try:
-        with open(job.paths.stderr, encoding="utf-8", errors="replace") as f:
-            own = [line.strip() for line in f if line.startswith("prlf-fast: ")]
-    except OSError:
-        own = []
+        if not stat.S_ISREG(os.lstat(os.path.join(run_dir, REPORT)).st_mode):
+            return None
+        results = json.loads(read_text(run_dir, RESULTS, RESULTS_LIMIT))
+    except (OSError, ValueError, RecursionError, PRLFError):
+        return None
+    return results if isinstance(results, dict) else None
+
+
+def is_finished(run_dir: str) -> bool:
+    """Whether the cell ``run_dir`` holds committed, readable results (its own outcome: nothing
+    of submitit's files is consulted)."""
+    return read_results(run_dir) is not None
+
+
+def log_tail(path: str, limit: int = LOG_TAIL) -> str:
+    """The last ``limit`` bytes of the log ``path`` as text ("" when it is absent, a symlink or
+    not a regular file)."""
+    directory, name = os.path.split(path)
+    try:
+        with open_regular(directory, name, sys.maxsize) as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - limit))
+            return f.read(limit).decode("utf-8", errors="replace")
+    except (OSError, PRLFError):
+        return ""
+
+
+def cell_error(stderr: str, fallback: str) -> str:
+    """A failed cell's own error from the tail of its log ``stderr``: its last ``prlf-fast: ...``
+    line (the one-line error of ``prlf-fast train``), else the log's last line, else
+    ``fallback``."""
+    lines = [line.strip() for line in log_tail(stderr).splitlines() if line.strip()]
+    own = [line for line in lines if line.startswith("prlf-fast: ")]
     if own:
         return own[-1].removeprefix("prlf-fast: ").removeprefix("error: ")
-    parts = re.split(r"\n-{10,}\n", str(exc).strip())  # submitit puts the trace between dashes
-    lines = (parts[1] if len(parts) > 1 else parts[0]).strip().splitlines()
-    return lines[-1].strip() if lines else type(exc).__name__
+    return lines[-1] if lines else fallback
+
+
+def _out(argv: list) -> str:
+    return argv[argv.index("--out") + 1]
 
 
 class CellJob(submitit.helpers.Checkpointable):
     """The job of one cell. On Slurm a timeout or preemption requeues it (submitit's
     ``Checkpointable``), and the requeued job resumes the cell from its last checkpoint."""
 
-    def __call__(self, argv: list, threads: int) -> float:
-        """Run (or resume) the cell ``argv`` with ``threads`` CPU threads; return its seconds."""
+    def __call__(self, argv: list, threads: int) -> None:
+        """Run (or resume) the cell ``argv`` with ``threads`` CPU threads. Its outcome is its run
+        directory (the controller never reads this job's result pickle)."""
         os.environ["OMP_NUM_THREADS"] = str(threads)  # before torch is imported in this process
-        out = argv[argv.index("--out") + 1]
+        out = _out(argv)
         if is_finished(out):  # e.g. a Slurm job requeued after it finished
-            return 0.0
+            return
         from prlf_fast.cli import main
 
         argv = [*argv, "--threads", str(threads)]
         if os.path.isfile(os.path.join(out, CONFIG)):
             argv.append("--resume")
-        start = time.perf_counter()
         code = main(argv)
         if code != 0:
             raise RuntimeError(f"prlf-fast {' '.join(argv)} exited with code {code} (its error is in this log)")
-        return time.perf_counter() - start
 
 
 # -- checks and data -------------------------------------------------------------------------
@@ -259,16 +289,15 @@ class Sweep:
             self._save()
         return self.record
 
-    def _done(self, key: str, job, wall: float | None, n_done: int, n_all: int) -> None:
-        """Record a finished job: ``seconds`` its cell's own time, ``wall`` submit to end (local)."""
-        try:
-            seconds = job.result()
-        except Exception as exc:  # noqa: BLE001 — a failed cell must not stop the others
-            self._failed(key, job, cell_error(job, exc), n_done, n_all)
+    def _ended(self, key: str, job, argv: list, wall: float | None, n_done: int, n_all: int) -> None:
+        """Record a cell whose job ended: done when its run directory holds committed results
+        (``seconds``: submit to end on the controller's clock, local only), else failed with
+        the error in its log. Nothing submitit wrote (result pickles) is read."""
+        if not is_finished(_out(argv)):
+            self._failed(key, job, cell_error(str(job.paths.stderr), "ended without results"), n_done, n_all)
             return
-        self.record["cells"][key] = {"status": "done", "seconds": round(seconds, 2),
-                                     "wall": None if wall is None else round(wall, 2)}
-        self.log(f"[{n_done}/{n_all}] {key} done in {seconds:.1f} s")
+        self.record["cells"][key] = {"status": "done", "seconds": None if wall is None else round(wall, 2)}
+        self.log(f"[{n_done}/{n_all}] {key} done" + ("" if wall is None else f" in {wall:.1f} s"))
         self._save()
 
     def _failed(self, key: str, job, error: str, n_done: int, n_all: int) -> None:
@@ -313,18 +342,18 @@ class Sweep:
                         executor.update_parameters(gpus_per_node=0, visible_gpus=())
                     else:
                         executor.update_parameters(gpus_per_node=1, visible_gpus=(gpu,))
-                    running[slot] = (key, executor.submit(CellJob(), argv, threads), time.perf_counter())
-                for slot, (key, job, t0) in list(running.items()):
+                    running[slot] = (key, argv, executor.submit(CellJob(), argv, threads), time.perf_counter())
+                for slot, (key, argv, job, t0) in list(running.items()):
                     if job.done():
                         del running[slot]
                         n_done += 1
-                        self._done(key, job, time.perf_counter() - t0, n_done, len(todo))
+                        self._ended(key, job, argv, time.perf_counter() - t0, n_done, len(todo))
                 time.sleep(0.2)
         except KeyboardInterrupt:
-            for key, job, _ in running.values():
+            for _, _, job, _ in running.values():
                 job.cancel()  # SIGINT: the trainer saves a checkpoint to resume from
             deadline = time.time() + 30
-            while any(not job.done() for _, job, _ in running.values()) and time.time() < deadline:
+            while any(not job.done() for _, _, job, _ in running.values()) and time.time() < deadline:
                 time.sleep(0.2)
             raise
         finally:
@@ -337,6 +366,7 @@ class Sweep:
             return
         submitted = slurm.submit_array(executor, [(CellJob(), argv, threads) for _, argv in todo])
         jobs = list(zip([key for key, _ in todo], submitted))
+        argvs = dict(todo)
         for key, job in jobs:
             self.record["cells"][key] = {"status": "submitted", "job": job.job_id}
         self._save()
@@ -359,8 +389,8 @@ class Sweep:
                     continue
                 del remaining[key]
                 n_done += 1
-                if job.paths.result_pickle.exists():
-                    self._done(key, job, None, n_done, len(jobs))
+                if is_finished(_out(argvs[key])):
+                    self._ended(key, job, argvs[key], None, n_done, len(jobs))
                     continue
                 state = self._final_states(array_id).get(job.job_id, "unknown")
                 self._failed(key, job, f"ended without a result (Slurm state: {state})", n_done, len(jobs))
