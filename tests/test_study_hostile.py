@@ -2,16 +2,50 @@
 planted result pickle runs no code), ``sweep.json`` and the sweep YAML are schema-checked with
 one-line errors, the outputs are one commit, ``--report`` needs no submitit, SIGTERM stops the
 cells with a checkpoint, and variants may carry training settings."""
+import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 
 import pytest
 from submitit.local.local import LocalJob
+from test_cli_train_eval import TINY_MODEL, assert_clean_error, run_cli
 
+from prlf_fast.metrics import metric_names
 from prlf_fast.study import launch
 from prlf_fast.study.spec import SweepSpec
+
+TINY = ["--seeds", "1", "--synthetic", "32,16,16", "--train", "epochs=1", "--train", "batch_size=16", *TINY_MODEL,
+        "--rates", "0.0", "0.5", "--mask-seeds", "0", "--device", "cpu"]
+
+
+def _results(dataset="mosi") -> dict:
+    """The smallest results.json the aggregation accepts."""
+    m = {n: 0.5 for n in metric_names(dataset)}
+    return {"dataset": dataset, "intra": {"average": {"mean": m}, "per_rate": [{"rate": 0.0, "mean": m}]},
+            "inter": {"average": {"mean": m}, "records": [{"config": "complete", "metrics": m}]}}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished one-cell sweep (run once per module; tests work on copies)."""
+    sweep = tmp_path_factory.mktemp("finished") / "sweep"
+    from prlf_fast.cli import main
+
+    assert main(["sweep", "--out", str(sweep), *TINY]) == 0
+    return sweep
+
+
+@pytest.fixture
+def sweep_copy(finished, tmp_path):
+    copy = tmp_path / "sweep"
+    shutil.copytree(finished, copy, symlinks=True)
+    state = json.loads((copy / "sweep.json").read_text())
+    for d in state["spec"]["datasets"]:  # nothing in it names the original directory
+        assert str(finished) not in json.dumps(d)
+    return copy
 
 
 class _Touch:
@@ -74,7 +108,7 @@ def test_a_slurm_cell_is_done_by_its_directory_not_by_a_result_pickle(tmp_path, 
     monkeypatch.setattr(launch, "SLURM_POLL_S", 0)
     done = tmp_path / "done"
     done.mkdir()
-    (done / "results.json").write_text('{"dataset": "mosi"}')
+    (done / "results.json").write_text(json.dumps(_results()))
     (done / "report.md").write_text("# report\n")
     sweep = _sweep(tmp_path, executor="slurm")
     sweep._run_slurm([("a", ["train", "--out", str(done)]), ("b", ["train", "--out", str(tmp_path / "none")])], 1)
@@ -89,13 +123,13 @@ def test_a_cell_is_finished_only_with_committed_readable_results(tmp_path, damag
     cell = tmp_path / "cell"
     cell.mkdir()
     (cell / "report.md").write_text("# report\n")
-    (tmp_path / "elsewhere.json").write_text('{"dataset": "mosi"}')
-    (cell / "results.json").write_text('{"dataset": "mosi"}')
+    (tmp_path / "elsewhere.json").write_text(json.dumps(_results()))
+    (cell / "results.json").write_text(json.dumps(_results()))
     assert launch.is_finished(str(cell))
     os.unlink(cell / "results.json")
     if damage == "no report":
         os.unlink(cell / "report.md")
-        (cell / "results.json").write_text('{"dataset": "mosi"}')
+        (cell / "results.json").write_text(json.dumps(_results()))
     elif damage == "not json":
         (cell / "results.json").write_text('{"dataset": ')
     elif damage == "a list":
@@ -114,3 +148,99 @@ def test_a_failed_cell_error_comes_from_a_bounded_tail_of_its_log(tmp_path):
     os.unlink(log)
     os.symlink("/etc/passwd", log)
     assert launch.cell_error(str(log), "none") == "none"
+
+
+def _edit(path, change):
+    state = json.loads(path.read_text())
+    change(state)
+    path.write_text(json.dumps(state))
+
+
+def _set(*keys_value):
+    *keys, value = keys_value
+
+    def change(state):
+        obj = state
+        for k in keys[:-1]:
+            obj = obj[k]
+        obj[keys[-1]] = value
+    return change
+
+
+def _cell(state):
+    return next(iter(state["invocations"][0]["cells"]))
+
+
+SWEEP_JSON_DAMAGE = {
+    "not json": lambda p: p.write_text('{"spec": '),
+    "a list": lambda p: p.write_text("[]"),
+    "nested deeply": lambda p: p.write_text("[" * 100_000 + "]" * 100_000),
+    "no spec": lambda p: _edit(p, lambda s: s.pop("spec")),
+    "seeds a string": lambda p: _edit(p, _set("spec", "seeds", "1")),
+    "seeds booleans": lambda p: _edit(p, _set("spec", "seeds", [True])),
+    "variants a list": lambda p: _edit(p, _set("spec", "variants", [])),
+    "variant a number": lambda p: _edit(p, _set("spec", "variants", "full", 3)),
+    "variant value a mapping": lambda p: _edit(p, _set("spec", "variants", "full", {"d_model": {"x": 1}})),
+    "datasets a mapping": lambda p: _edit(p, _set("spec", "datasets", {})),
+    "dataset preset": lambda p: _edit(p, lambda s: s["spec"]["datasets"][0].update(preset=7)),
+    "dataset extra field": lambda p: _edit(p, lambda s: s["spec"]["datasets"][0].update(extra=1)),
+    "synthetic sizes": lambda p: _edit(p, lambda s: s["spec"]["datasets"][0].update(synthetic=[1, 2])),
+    "train a list": lambda p: _edit(p, _set("spec", "train", [])),
+    "train key": lambda p: _edit(p, _set("spec", "train", "seed", 3)),
+    "rates": lambda p: _edit(p, _set("spec", "rates", [2])),
+    "spec extra field": lambda p: _edit(p, _set("spec", "extra", 1)),
+    "invocations a mapping": lambda p: _edit(p, _set("invocations", {})),
+    "invocation a number": lambda p: _edit(p, _set("invocations", 0, 3)),
+    "invocation cells": lambda p: _edit(p, _set("invocations", 0, "cells", [])),
+    "invocation wall": lambda p: _edit(p, _set("invocations", 0, "wall_seconds", "x")),
+    "invocation parallel": lambda p: _edit(p, _set("invocations", 0, "parallel", "2")),
+    "cell seconds": lambda p: _edit(p, lambda s: s["invocations"][0]["cells"][_cell(s)].update(seconds="1")),
+    "cell status": lambda p: _edit(p, lambda s: s["invocations"][0]["cells"].update(x=3)),
+    "symlink": lambda p: (shutil.move(p, p.parent / "elsewhere.json"), os.symlink(p.parent / "elsewhere.json", p)),
+    "fifo": lambda p: (os.unlink(p), os.mkfifo(p)),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(SWEEP_JSON_DAMAGE))
+def test_a_damaged_sweep_json_is_one_line_for_report_and_continuing(sweep_copy, capsys, damage):
+    path = sweep_copy / "sweep.json"
+    SWEEP_JSON_DAMAGE[damage](path)
+    code, _, err = run_cli(capsys, "sweep", "--report", sweep_copy)
+    assert_clean_error(code, err, str(path))
+    code, _, err = run_cli(capsys, "sweep", "--out", sweep_copy, "--device", "cpu")
+    assert_clean_error(code, err, str(path))
+
+
+@pytest.mark.parametrize("damage", ["not json", "a list", "no metrics", "other dataset", "other rates", "symlink"])
+def test_a_damaged_results_json_leaves_its_cell_unfinished_with_a_note(sweep_copy, capsys, damage, tmp_path):
+    results = next(sweep_copy.glob("cells/*/*/seed1")) / "results.json"
+    good = json.loads(results.read_text())
+    os.unlink(results)
+    if damage == "not json":
+        results.write_text("{")
+    elif damage == "a list":
+        results.write_text("[]")
+    elif damage == "no metrics":
+        results.write_text(json.dumps({**good, "inter": {**good["inter"], "average": {"mean": {}}}}))
+    elif damage == "other dataset":
+        results.write_text(json.dumps({**good, "dataset": "sims"}))
+    elif damage == "other rates":  # a second seed whose entries differ from the first's
+        results.write_text(json.dumps(good))
+        state = json.loads((sweep_copy / "sweep.json").read_text())
+        state["spec"]["seeds"] = [1, 2]
+        (sweep_copy / "sweep.json").write_text(json.dumps(state))
+        results = results.parent.parent / "seed2" / "results.json"
+        shutil.copytree(results.parent.parent / "seed1", results.parent)
+        good["intra"]["per_rate"] = good["intra"]["per_rate"][:1]
+        results.write_text(json.dumps(good))
+    else:
+        (tmp_path / "elsewhere.json").write_text(json.dumps(good))
+        os.symlink(tmp_path / "elsewhere.json", results)
+    code, _, err = run_cli(capsys, "sweep", "--report", sweep_copy)
+    assert code == 0 and "Traceback" not in err, err
+    notes = [line for line in err.splitlines() if line.startswith("prlf-fast: note: ")]
+    assert len(notes) == 1 and str(results) in notes[0], err
+    summary = json.loads((sweep_copy / "summary.json").read_text())
+    cell = next(c for c in summary["cells"] if str(results.parent).endswith(c["dir"]))
+    assert cell["finished"] is False and str(results) in cell["note"]
+    assert str(results) in (sweep_copy / "report.md").read_text()

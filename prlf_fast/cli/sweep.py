@@ -66,25 +66,39 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _report(sweep_dir: str) -> tuple[dict, str]:
+    """Summarize the sweep and write its report; each cell left out for damaged results is one
+    note line on stderr. Returns the summary and the report's path."""
+    import sys
+
+    from prlf_fast.report.sweep import write_sweep_report
+    from prlf_fast.study.aggregate import summarize
+
+    summary = summarize(sweep_dir)
+    for cell in summary["cells"]:
+        if cell.get("note"):
+            print(f"prlf-fast: note: {cell['note']}; the cell counts as unfinished", file=sys.stderr)
+    return summary, write_sweep_report(sweep_dir, summary)
+
+
 def run(args) -> int:
     import os
 
     from prlf_fast.errors import PRLFError
-    from prlf_fast.report.sweep import write_sweep_report
-    from prlf_fast.study.aggregate import summarize
-    from prlf_fast.study.launch import Runtime, Sweep, read_state
+    from prlf_fast.study.launch import Runtime, Sweep
+    from prlf_fast.study.record import read_state
     from prlf_fast.study.spec import SweepSpec, parse_pairs
 
     if args.report:
-        summary = summarize(args.report)
-        print(f"wrote {write_sweep_report(args.report, summary)} and {args.report}/summary.json")
+        _, report = _report(args.report)
+        print(f"wrote {report} and {args.report}/summary.json")
         return 0
     out = args.out or os.path.join("sweeps", "sweep")
     grid = (args.config, args.seeds, args.variant, args.dataset, args.synthetic, args.train, args.model_set,
             args.rates, args.mask_seeds, args.reference)
     saved = read_state(out)
     if saved is not None and not any(grid):  # `prlf-fast sweep --out SWEEP` continues it
-        spec = SweepSpec.from_dict(saved["spec"])
+        spec = saved[0]
     else:
         spec = SweepSpec.from_args(args.config, args.seeds, args.variant, args.dataset, args.train, args.model_set,
                                    args.rates, args.mask_seeds, args.reference, args.synthetic)
@@ -103,8 +117,7 @@ def run(args) -> int:
     if args.executor == "slurm" and not args.wait:
         print(f"submitted; when the jobs end: prlf-fast sweep --report {out}")
         return 0
-    summary = summarize(out)
-    report = write_sweep_report(out, summary)
+    summary, report = _report(out)
     print(f"wrote {report} and {out}/summary.json ({sum(c['finished'] for c in summary['cells'])} of "
           f"{len(summary['cells'])} cells finished; wall time {record['wall_seconds']:.0f} s)")
     if failed:

@@ -9,6 +9,7 @@ from prlf_fast import provenance
 from prlf_fast.io.atomic import write_text
 from prlf_fast.metrics import metric_names
 from prlf_fast.report.run import columns
+from prlf_fast.study.record import read_results
 
 HEADLINE = ("Acc-2", "F1", "MAE", "Corr")  # columns of the comparison tables
 
@@ -141,12 +142,13 @@ def write_sweep_report(sweep_dir: str, summary: dict) -> str:
                   f"at once, {last['threads_per_cell']} thread(s) per cell on {last['device']}"]
     first_cell = next((c for c in summary["cells"] if c["finished"]), None)
     if first_cell:
-        import json
-
-        with open(os.path.join(sweep_dir, first_cell["dir"], "results.json"), encoding="utf-8") as f:
-            prov = json.load(f).get("provenance")
-        if prov:
+        prov = (read_results(os.path.join(sweep_dir, first_cell["dir"]))[0] or {}).get("provenance")
+        try:
             lines += [f"- provenance ({first_cell['key']}): {provenance.line(prov)}"]
+        except (AttributeError, KeyError, TypeError):  # absent or not a provenance record: no line
+            pass
+    notes = [c["note"] for c in summary["cells"] if c.get("note")]
+    lines += [f"- not counted (damaged results): {n}" for n in notes]
     lines += [""]
     for name, d in summary["datasets"].items():
         plot = None

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import stat
 import sys
 import threading
 import time
@@ -20,14 +19,14 @@ import submitit
 
 from prlf_fast.errors import PRLFError
 from prlf_fast.io.atomic import LOCK, locked, write_json
-from prlf_fast.io.files import MiB, open_regular, read_text
-from prlf_fast.io.rundir import CONFIG, REPORT, RESULTS
+from prlf_fast.io.files import open_regular
+from prlf_fast.io.rundir import CONFIG
 from prlf_fast.study import slurm
+from prlf_fast.study.record import is_finished, read_state
 from prlf_fast.study.spec import SWEEP_FILE, SweepSpec, cell_dir, data_path
 
 SUBMITIT = "submitit"
 LOCAL_TIMEOUT_MIN = 60 * 24 * 30  # submitit's local default (2 min) would kill every real cell
-RESULTS_LIMIT = 16 * MiB  # a cell's results.json (a few hundred KB at most)
 LOG_TAIL = 64 * 1024  # of a failed cell's log, the part searched for its error
 SLURM_POLL_S = 10  # at most this long between two squeue calls while waiting for the array
 
@@ -65,45 +64,8 @@ class Runtime:
         return self.gpus
 
 
-def read_state(sweep_dir: str) -> dict | None:
-    """``SWEEP/sweep.json`` (``spec`` and the ``invocations`` records), or None."""
-    import json
-
-    path = os.path.join(sweep_dir, SWEEP_FILE)
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            state = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise PRLFError(f"{path} is not readable JSON: {exc}") from None
-    if not isinstance(state, dict) or "spec" not in state:
-        raise PRLFError(f"{path} was not written by prlf-fast sweep")
-    return state
-
-
 def cell_key(dataset: str, variant: str, seed: int) -> str:
     return f"{dataset}/{variant}/seed{seed}"
-
-
-def read_results(run_dir: str) -> dict | None:
-    """The committed ``results.json`` of ``run_dir`` (a JSON object, read without following a
-    symlink, at most ``RESULTS_LIMIT`` bytes) when ``report.md`` is there too; else None."""
-    import json
-
-    try:
-        if not stat.S_ISREG(os.lstat(os.path.join(run_dir, REPORT)).st_mode):
-            return None
-        results = json.loads(read_text(run_dir, RESULTS, RESULTS_LIMIT))
-    except (OSError, ValueError, RecursionError, PRLFError):
-        return None
-    return results if isinstance(results, dict) else None
-
-
-def is_finished(run_dir: str) -> bool:
-    """Whether the cell ``run_dir`` holds committed, readable results (its own outcome: nothing
-    of submitit's files is consulted)."""
-    return read_results(run_dir) is not None
 
 
 def log_tail(path: str, limit: int = LOG_TAIL) -> str:
@@ -247,10 +209,9 @@ class Sweep:
     def _read_saved(self) -> None:
         saved = read_state(self.dir)
         if saved is not None:
-            old = SweepSpec.from_dict(saved["spec"])
+            old, self.earlier = saved
             self.spec.check_compatible(old, self.dir)
             self.spec = self.spec.grown_from(old)
-            self.earlier = saved.get("invocations", [])
 
     def _run(self) -> dict:
         from prlf_fast import provenance
