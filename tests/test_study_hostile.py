@@ -244,3 +244,59 @@ def test_a_damaged_results_json_leaves_its_cell_unfinished_with_a_note(sweep_cop
     cell = next(c for c in summary["cells"] if str(results.parent).endswith(c["dir"]))
     assert cell["finished"] is False and str(results) in cell["note"]
     assert str(results) in (sweep_copy / "report.md").read_text()
+
+
+def _outputs(sweep):
+    """(finished cells in summary.json, the report's cells line): the same set agrees."""
+    summary = json.loads((sweep / "summary.json").read_text())
+    line = next(x for x in (sweep / "report.md").read_text().splitlines() if x.startswith("- cells: "))
+    return sum(c["finished"] for c in summary["cells"]), line.split(" of ")[0].removeprefix("- cells: ")
+
+
+def test_the_outputs_are_one_commit_a_kill_leaves_the_old_set(sweep_copy, capsys, monkeypatch):
+    from prlf_fast.report import sweep as report
+
+    assert _outputs(sweep_copy) == (1, "1")
+    os.unlink(next(sweep_copy.glob("cells/*/*/seed1")) / "report.md")  # the new set: 0 of 1
+
+    def killed(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "_dataset_section", killed)
+    code, _, err = run_cli(capsys, "sweep", "--report", sweep_copy)  # killed while writing the report
+    assert code == 130
+    assert _outputs(sweep_copy) == (1, "1")
+    assert not (sweep_copy / ".staging").exists()
+
+
+def test_a_kill_inside_the_commit_is_finished_by_the_next_report(sweep_copy, capsys, monkeypatch):
+    from prlf_fast.io import atomic
+
+    os.unlink(next(sweep_copy.glob("cells/*/*/seed1")) / "report.md")  # the new set: 0 of 1
+    moved, real = [], atomic._replace
+
+    def replace(src, dst):
+        staging = str(sweep_copy / ".staging") + os.sep
+        if src.startswith(staging) and not dst.startswith(staging):  # a move of the commit
+            if moved:
+                raise KeyboardInterrupt  # killed after its first file was moved
+            moved.append(dst)
+        real(src, dst)
+
+    monkeypatch.setattr(atomic, "_replace", replace)
+    code, _, _ = run_cli(capsys, "sweep", "--report", sweep_copy)
+    assert code == 130 and (sweep_copy / ".commit.json").exists()
+    monkeypatch.setattr(atomic, "_replace", real)
+    code, _, err = run_cli(capsys, "sweep", "--report", sweep_copy)
+    assert code == 0, err
+    assert _outputs(sweep_copy) == (0, "0")
+
+
+def test_report_takes_the_sweep_lock(sweep_copy, capsys):
+    from prlf_fast.io.atomic import locked
+
+    before = (sweep_copy / "report.md").read_bytes()
+    with locked(str(sweep_copy / ".lock"), "held"):
+        code, _, err = run_cli(capsys, "sweep", "--report", sweep_copy)
+    assert_clean_error(code, err, "being written by another prlf-fast process")
+    assert (sweep_copy / "report.md").read_bytes() == before

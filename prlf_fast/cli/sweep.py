@@ -67,8 +67,9 @@ def register(sub) -> None:
 
 
 def _report(sweep_dir: str) -> tuple[dict, str]:
-    """Summarize the sweep and write its report; each cell left out for damaged results is one
-    note line on stderr. Returns the summary and the report's path."""
+    """Summarize the sweep and write its summary, report and plots as one commit (call it
+    holding the sweep's lock); each cell left out for damaged results is one note line on
+    stderr. Returns the summary and the report's path."""
     import sys
 
     from prlf_fast.report.sweep import write_sweep_report
@@ -86,11 +87,14 @@ def run(args) -> int:
 
     from prlf_fast.errors import PRLFError
     from prlf_fast.study.launch import Runtime, Sweep
-    from prlf_fast.study.record import read_state
+    from prlf_fast.study.record import lock, read_state
     from prlf_fast.study.spec import SweepSpec, parse_pairs
 
     if args.report:
-        _, report = _report(args.report)
+        if read_state(args.report) is None:
+            raise PRLFError(f"{args.report} holds no sweep (sweep.json is missing)")
+        with lock(args.report):
+            _, report = _report(args.report)
         print(f"wrote {report} and {args.report}/summary.json")
         return 0
     out = args.out or os.path.join("sweeps", "sweep")
@@ -112,12 +116,14 @@ def run(args) -> int:
         from prlf_fast.report.tensorboard import check_available
 
         check_available()
-    record = Sweep(spec, out, rt).run()
+    written = []
+    wait = args.executor == "local" or args.wait
+    record = Sweep(spec, out, rt).run(then=(lambda: written.extend(_report(out))) if wait else None)
     failed = [k for k, c in record["cells"].items() if c.get("status") == "failed"]
-    if args.executor == "slurm" and not args.wait:
+    if not wait:
         print(f"submitted; when the jobs end: prlf-fast sweep --report {out}")
         return 0
-    summary, report = _report(out)
+    summary, report = written
     print(f"wrote {report} and {out}/summary.json ({sum(c['finished'] for c in summary['cells'])} of "
           f"{len(summary['cells'])} cells finished; wall time {record['wall_seconds']:.0f} s)")
     if failed:

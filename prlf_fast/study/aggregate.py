@@ -121,8 +121,4 @@ def summarize(sweep_dir: str) -> dict:
                 for entry in agg if "/" in entry and entry in ref}}
         datasets[d.name] = {"preset": d.preset, "dataset": d.preset, "data": d.data,
                             "variants": per_variant, "reference": spec.reference, "comparisons": comparisons}
-    from prlf_fast.io.atomic import write_json
-
-    summary = {"spec": spec.to_dict(), "cells": cells, "datasets": datasets, "invocations": invocations}
-    write_json(os.path.join(sweep_dir, SUMMARY), summary)
-    return summary
+    return {"spec": spec.to_dict(), "cells": cells, "datasets": datasets, "invocations": invocations}

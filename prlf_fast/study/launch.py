@@ -18,11 +18,11 @@ import time
 import submitit
 
 from prlf_fast.errors import PRLFError
-from prlf_fast.io.atomic import LOCK, locked, write_json
+from prlf_fast.io.atomic import write_json
 from prlf_fast.io.files import open_regular
 from prlf_fast.io.rundir import CONFIG
 from prlf_fast.study import slurm
-from prlf_fast.study.record import is_finished, read_state
+from prlf_fast.study.record import is_finished, lock, read_state
 from prlf_fast.study.spec import SWEEP_FILE, SweepSpec, cell_dir, data_path
 
 SUBMITIT = "submitit"
@@ -194,17 +194,21 @@ class Sweep:
         write_json(os.path.join(self.dir, SWEEP_FILE),
                    {"spec": self.spec.to_dict(), "invocations": [*self.earlier, self.record]})
 
-    def run(self) -> dict:
-        """Run every unfinished cell; return this invocation's record. Holds the sweep directory's
-        lock throughout: a second ``prlf-fast sweep`` on it fails at once with one line."""
+    def run(self, then=None) -> dict:
+        """Run every unfinished cell, then call ``then()`` (the CLI writes the report there);
+        return this invocation's record. Holds the sweep directory's lock throughout: a second
+        ``prlf-fast sweep`` (or ``--report``) on it fails at once with one line."""
         self._read_saved()
         validate(self.spec, self.dir)   # settings are checked before anything is written
         if self.rt.executor == "slurm":
             self.rt.slurm_gpus()
         os.makedirs(self.dir, exist_ok=True)
-        with locked(os.path.join(self.dir, LOCK), f"the sweep {self.dir}"):
+        with lock(self.dir):
             self._read_saved()          # again: another invocation may have saved in between
-            return self._run()
+            record = self._run()
+            if then is not None:
+                then()
+            return record
 
     def _read_saved(self) -> None:
         saved = read_state(self.dir)

@@ -11,6 +11,7 @@ import os
 import stat
 
 from prlf_fast.errors import PRLFError
+from prlf_fast.io.atomic import LOCK, locked
 from prlf_fast.io.files import MiB, read_text
 from prlf_fast.io.rundir import REPORT, RESULTS
 from prlf_fast.metrics import metric_names
@@ -22,6 +23,11 @@ RESULTS_LIMIT = 16 * MiB  # a cell's results.json (a few hundred KB at most)
 _NUMBER = (int, float)
 INVOCATION = {"started": str, "command": str, "executor": str, "parallel": int, "threads_per_cell": int,
               "device": str, "cells": dict, "provenance": dict}
+
+
+def lock(sweep_dir: str):
+    """The sweep directory's lock (``SWEEP/.lock``), held by whoever writes into it."""
+    return locked(os.path.join(sweep_dir, LOCK), f"the sweep {sweep_dir}")
 
 
 def _load_json(directory: str, name: str, limit: int):
