@@ -300,3 +300,127 @@ def test_report_takes_the_sweep_lock(sweep_copy, capsys):
         code, _, err = run_cli(capsys, "sweep", "--report", sweep_copy)
     assert_clean_error(code, err, "being written by another prlf-fast process")
     assert (sweep_copy / "report.md").read_bytes() == before
+
+
+# -- the sweep YAML file ---------------------------------------------------------------------
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+BAD_YAML = {
+    "alias bomb": (BOMB, "anchors and aliases"),
+    "anchor": ("seeds: &s [1]\n", "anchors and aliases"),
+    "deep flow": ("seeds: " + "[" * 3000 + "]" * 3000 + "\n", "nested more than 32"),
+    "deep block": ("".join("  " * i + f"k{i}:\n" for i in range(40)), "nested more than 32"),
+    "too big": ("seeds: [1]\n" + "#" * (1 << 20) + "\n", "bytes, more than"),
+    "not utf-8": (b"seeds: [1]\n# \xff\n", "not UTF-8"),
+    "python tag": ("seeds: !!python/object/apply:os.system [echo]\n", "not valid YAML"),
+    "two documents": ("seeds: [1]\n---\nseeds: [2]\n", "not valid YAML"),
+    "seeds a string": ("seeds: one\n", "seeds"),
+    "seeds a number": ("seeds: 3\n", "seeds"),
+    "seeds floats": ("seeds: [1.5]\n", "seeds"),
+    "seeds huge": (f"seeds: [{2 ** 70}]\n", "seeds"),
+    "variants a list": ("variants: [full]\n", "variants"),
+    "variant a list": ("variants: {full: [1]}\n", "variants.full"),
+    "variant nested": ("variants: {full: {d_model: {x: 1}}}\n", "variants.full.d_model"),
+    "variant name": ("variants: {1: {}}\n", "variant name 1"),
+    "datasets a list": ("datasets: [mosi]\n", "datasets"),
+    "dataset a string": ("datasets: {x: mosi}\n", "datasets.x"),
+    "dataset preset": ("datasets: {x: {preset: 3}}\n", "datasets.x"),
+    "dataset unknown preset": ("datasets: {x: {preset: imdb}}\n", "datasets.x.preset"),
+    "dataset data": ("datasets: {x: {preset: mosi, data: 3}}\n", "datasets.x.data"),
+    "dataset key": ("datasets: {x: {preset: mosi, path: a.pkl}}\n", "datasets.x"),
+    "train a list": ("train: [1]\n", "train"),
+    "train value": ("train: {epochs: {a: 1}}\n", "train.epochs"),
+    "train date": ("train: {epochs: 2024-01-01}\n", "train.epochs"),
+    "set a number": ("set: 3\n", "set"),
+    "rates out of range": ("rates: [1.5]\n", "rates"),
+    "rates a number": ("rates: 0.5\n", "rates"),
+    "rates nan": ("rates: [.nan]\n", "rates"),
+    "mask seeds": ("mask_seeds: [a]\n", "mask_seeds"),
+    "reference": ("reference: [1]\n", "reference"),
+    "synthetic sizes": ("synthetic: [1, 2]\n", "synthetic"),
+    "synthetic string": ("synthetic: 'a,b,c'\n", "synthetic"),
+    "not a mapping": ("- 1\n", "expected a mapping"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_YAML))
+def test_a_bad_sweep_file_is_one_line_naming_file_and_key(tmp_path, capsys, case):
+    text, fragment = BAD_YAML[case]
+    path = tmp_path / "sweep.yaml"
+    (path.write_bytes if isinstance(text, bytes) else path.write_text)(text)
+    code, _, err = run_cli(capsys, "sweep", "--out", tmp_path / "out", "--config", path, "--device", "cpu")
+    assert_clean_error(code, err, str(path), fragment)
+    assert not (tmp_path / "out").exists()
+
+
+def _spec_or_clean_error(text: bytes, tmp: str):
+    from prlf_fast.errors import PRLFError
+
+    path = os.path.join(tmp, "fuzz.yaml")
+    with open(path, "wb") as f:
+        f.write(text)
+    try:
+        spec = SweepSpec.from_args(path)
+    except PRLFError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert SweepSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+ABLATION = open(os.path.join(os.path.dirname(__file__), os.pardir, "studies", "ablation.yaml"), "rb").read()
+
+
+def _fuzz_settings():
+    from hypothesis import HealthCheck, settings
+
+    return settings(max_examples=int(os.environ.get("PRLF_FUZZ_EXAMPLES", 150)), deadline=None, database=None,
+                    derandomize="PRLF_FUZZ_EXAMPLES" not in os.environ,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def _documents():
+    """YAML-ish documents: the sweep file's keys (and others) with arbitrary nested values,
+    dumped as YAML, or raw YAML-like text."""
+    import yaml
+    from hypothesis import strategies as st
+
+    scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
+    values = st.recursive(scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(
+        st.sampled_from(["full", "mosi", "preset", "data", "epochs", "d_model", "x", "synthetic"]) | st.text(max_size=4),
+        c, max_size=4), max_leaves=12)
+    keys = st.sampled_from(["seeds", "variants", "datasets", "train", "set", "rates", "mask_seeds", "reference",
+                            "synthetic", "other"])
+    dumped = st.dictionaries(keys, values, max_size=6).map(lambda d: yaml.safe_dump(d).encode())
+    raw = st.text(alphabet="seds:[]{},-&*!|>'\"#\n 0123.xyzpr", max_size=200).map(str.encode)
+    return dumped | raw
+
+
+def _mutations():
+    from hypothesis import strategies as st
+
+    edit = st.tuples(st.integers(0, len(ABLATION)), st.sampled_from(["set", "insert", "delete"]),
+                     st.binary(min_size=1, max_size=4))
+
+    def apply(edits):
+        data = bytearray(ABLATION)
+        for pos, kind, chunk in edits:
+            pos = min(pos, len(data))
+            if kind == "set":
+                data[pos:pos + len(chunk)] = chunk
+            elif kind == "insert":
+                data[pos:pos] = chunk
+            else:
+                del data[pos:pos + len(chunk)]
+        return bytes(data)
+    return st.lists(edit, min_size=1, max_size=6).map(apply)
+
+
+def test_fuzzed_sweep_files_give_a_spec_or_one_line(tmp_path):
+    from hypothesis import given
+
+    @_fuzz_settings()
+    @given(text=_documents() | _mutations())
+    def check(text):
+        _spec_or_clean_error(text, str(tmp_path))
+
+    check()

@@ -14,6 +14,7 @@ import re
 
 from prlf_fast.config import PRESETS
 from prlf_fast.errors import PRLFError
+from prlf_fast.io.files import MiB, read_text
 
 SWEEP_FILE = "sweep.json"
 CELLS, DATA = "cells", "data"
@@ -25,6 +26,8 @@ _NO_FLAGS = {"train_missing": "--no-train-missing", "amp": "--no-amp"}  # boolea
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _YAML_KEYS = {"seeds", "variants", "datasets", "train", "set", "rates", "mask_seeds", "reference", "synthetic"}
 _DATASET_KEYS = {"preset", "data", "synthetic"}
+YAML_LIMIT, YAML_DEPTH = MiB, 32  # a sweep file's size (bytes) and nesting
+SEED_RANGE = (-(2 ** 63), 2 ** 63)  # what torch.manual_seed takes
 
 
 def is_int(v) -> bool:
@@ -39,6 +42,10 @@ def show(value, limit: int = 60) -> str:
     """``repr(value)`` cut to ``limit`` characters (a hostile value may be huge)."""
     text = repr(value) if not isinstance(value, (dict, list)) or len(value) < 100 else f"a {type(value).__name__}"
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _seed(v) -> bool:
+    return is_int(v) and SEED_RANGE[0] <= v < SEED_RANGE[1]
 
 
 _SCALAR = (str, int, float, bool, type(None))
@@ -174,7 +181,7 @@ class SweepSpec:
 
     def __post_init__(self):
         """Check every field's type and the grid (one PRLFError line naming the field)."""
-        _check_list("seeds", self.seeds, is_int, "integer seeds")
+        _check_list("seeds", self.seeds, _seed, f"integer seeds in [{SEED_RANGE[0]}, {SEED_RANGE[1]})")
         if len(set(self.seeds)) != len(self.seeds):
             raise PRLFError(f"seeds {self.seeds}: give at least one, each once")
         if not (isinstance(self.variants, dict) and self.variants):
@@ -189,7 +196,7 @@ class SweepSpec:
         _check_settings("train", self.train)
         _check_settings("set", self.model)
         _check_list("rates", self.rates, lambda r: is_number(r) and 0 <= r < 1, "missing rates in [0, 1)", True)
-        _check_list("mask_seeds", self.mask_seeds, is_int, "integer seeds", True)
+        _check_list("mask_seeds", self.mask_seeds, _seed, f"integer seeds in [{SEED_RANGE[0]}, {SEED_RANGE[1]})", True)
         if self.reference is not None and not isinstance(self.reference, str):
             raise PRLFError(f"reference: expected a variant name, found {show(self.reference)}")
         unknown = sorted(set(self.train) - set(TRAIN_KEYS))
@@ -325,16 +332,56 @@ def data_path(sweep_dir: str, dataset: Dataset) -> str:
     return os.path.join(os.path.abspath(sweep_dir), DATA, dataset.name)
 
 
-def load_yaml(path) -> dict:
+class _Refused(Exception):
+    """A YAML construct a sweep file may not use (message, line)."""
+
+
+def _yaml_loader():
+    """PyYAML's safe loader without anchors and aliases (an alias "bomb" expands exponentially)
+    and with at most ``YAML_DEPTH`` levels of nesting (deeper would recurse without bound)."""
     import yaml
 
+    class Loader(yaml.SafeLoader):
+        depth = 0
+
+        def compose_node(self, parent, index):
+            event = self.peek_event()
+            line = event.start_mark.line + 1
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+                raise _Refused("YAML anchors and aliases (& and *) are not accepted", line)
+            self.depth += 1
+            if self.depth > YAML_DEPTH:
+                raise _Refused(f"nested more than {YAML_DEPTH} levels deep", line)
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+    return Loader
+
+
+def load_yaml(path) -> dict:
+    """The mapping of the sweep file ``path``: a regular file (a symlink the user made is
+    followed) of at most ``YAML_LIMIT`` bytes, UTF-8, one YAML document of plain scalars,
+    sequences and mappings. Every refusal is one PRLFError line naming the file."""
+    import yaml
+
+    real = os.path.realpath(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            doc = yaml.safe_load(f)
+        text = read_text(os.path.dirname(real), os.path.basename(real), YAML_LIMIT)
     except OSError as exc:
         raise PRLFError(f"{path}: cannot read the sweep file ({exc.strerror or exc})") from None
+    loader = None
+    try:
+        loader = _yaml_loader()(text)  # checks the characters already
+        doc = loader.get_single_data()
+    except _Refused as exc:
+        raise PRLFError(f"{path}: line {exc.args[1]}: {exc.args[0]} in a sweep file") from None
     except yaml.YAMLError as exc:
         raise PRLFError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
     if not isinstance(doc, dict):
         raise PRLFError(f"{path}: expected a mapping with seeds, variants, datasets, ...")
     return doc
