@@ -424,3 +424,14 @@ def test_fuzzed_sweep_files_give_a_spec_or_one_line(tmp_path):
         _spec_or_clean_error(text, str(tmp_path))
 
     check()
+
+
+def test_report_needs_no_submitit(sweep_copy):
+    """``--report`` imports nothing of the launcher: it works where submitit is not installed."""
+    os.unlink(sweep_copy / "report.md")
+    code = ("import sys; sys.modules['submitit'] = None; from prlf_fast.cli import main; "
+            f"sys.exit(main(['sweep', '--report', {str(sweep_copy)!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert (sweep_copy / "report.md").exists()

@@ -86,7 +86,6 @@ def run(args) -> int:
     import os
 
     from prlf_fast.errors import PRLFError
-    from prlf_fast.study.launch import Runtime, Sweep
     from prlf_fast.study.record import lock, read_state
     from prlf_fast.study.spec import SweepSpec, parse_pairs
 
@@ -97,6 +96,8 @@ def run(args) -> int:
             _, report = _report(args.report)
         print(f"wrote {report} and {args.report}/summary.json")
         return 0
+    from prlf_fast.study.launch import Runtime, Sweep  # submitit: not needed for --report
+
     out = args.out or os.path.join("sweeps", "sweep")
     grid = (args.config, args.seeds, args.variant, args.dataset, args.synthetic, args.train, args.model_set,
             args.rates, args.mask_seeds, args.reference)

@@ -17,9 +17,8 @@ import warnings
 import numpy as np
 
 from prlf_fast.io.rundir import RESULTS
-from prlf_fast.study.launch import cell_key
 from prlf_fast.study.record import read_results, read_state
-from prlf_fast.study.spec import cell_dir
+from prlf_fast.study.spec import cell_dir, cell_key
 
 SUMMARY = "summary.json"
 AVERAGES = ("intra/average", "inter/average")

@@ -23,7 +23,7 @@ from prlf_fast.io.files import open_regular
 from prlf_fast.io.rundir import CONFIG
 from prlf_fast.study import slurm
 from prlf_fast.study.record import is_finished, lock, read_state
-from prlf_fast.study.spec import SWEEP_FILE, SweepSpec, cell_dir, data_path
+from prlf_fast.study.spec import SWEEP_FILE, SweepSpec, cell_dir, cell_key, data_path
 
 SUBMITIT = "submitit"
 LOCAL_TIMEOUT_MIN = 60 * 24 * 30  # submitit's local default (2 min) would kill every real cell
@@ -62,10 +62,6 @@ class Runtime:
         if not self.gpus and self.device == "cuda":
             raise PRLFError("--gpus 0 with --device cuda: CUDA cells need a GPU")
         return self.gpus
-
-
-def cell_key(dataset: str, variant: str, seed: int) -> str:
-    return f"{dataset}/{variant}/seed{seed}"
 
 
 def log_tail(path: str, limit: int = LOG_TAIL) -> str:

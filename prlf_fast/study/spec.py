@@ -320,6 +320,10 @@ class SweepSpec:
         return argv
 
 
+def cell_key(dataset: str, variant: str, seed: int) -> str:
+    return f"{dataset}/{variant}/seed{seed}"
+
+
 def cell_dir(sweep_dir: str, dataset: str, variant: str, seed: int) -> str:
     return os.path.join(os.path.abspath(sweep_dir), CELLS, dataset, variant, f"seed{seed}")
 
