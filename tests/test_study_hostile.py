@@ -435,3 +435,39 @@ def test_report_needs_no_submitit(sweep_copy):
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     assert (sweep_copy / "report.md").exists()
+
+
+# -- signals ---------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_sigterm_stops_the_sweep_the_cell_saves_and_a_rerun_completes(tmp_path, capsys):
+    import signal
+    import time
+
+    sweep = tmp_path / "sweep"
+    argv = ["sweep", "--out", str(sweep), *TINY, "--synthetic", "320,16,16", "--train", "epochs=10"]
+    cell = sweep / "cells" / "mosi" / "full" / "seed1"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "prlf_fast.cli", *argv], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:  # once the cell trains (its first epoch is recorded), SIGTERM to the controller alone
+        deadline = time.time() + 240
+        while proc.poll() is None and time.time() < deadline:
+            if (cell / "metrics.jsonl").exists() and (cell / "metrics.jsonl").read_text().strip():
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "prlf-fast: interrupted", err
+    log = (cell / "train.log").read_text()
+    assert "interrupted at step" in log and "saved last.safetensors" in log, log
+    assert (cell / "last.safetensors").exists() and not launch.is_finished(str(cell))
+
+    code, _, err = run_cli(capsys, *argv)  # the same command again completes the sweep
+    assert code == 0, err
+    assert launch.is_finished(str(cell)) and "resumed from last.safetensors" in (cell / "train.log").read_text()

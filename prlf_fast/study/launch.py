@@ -8,6 +8,7 @@ command again after a crash completes it.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -28,6 +29,8 @@ from prlf_fast.study.spec import SWEEP_FILE, SweepSpec, cell_dir, cell_key, data
 SUBMITIT = "submitit"
 LOCAL_TIMEOUT_MIN = 60 * 24 * 30  # submitit's local default (2 min) would kill every real cell
 LOG_TAIL = 64 * 1024  # of a failed cell's log, the part searched for its error
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STOP_GRACE_S = 60  # how long a stopped local cell has to save its checkpoint
 SLURM_POLL_S = 10  # at most this long between two squeue calls while waiting for the array
 
 
@@ -91,6 +94,59 @@ def _out(argv: list) -> str:
     return argv[argv.index("--out") + 1]
 
 
+def _own_session() -> None:
+    """Make a local cell's process hear a stop once, from the sweep's controller: leave its
+    process group (a Ctrl-C or a group SIGTERM goes to the controller, which passes SIGINT on),
+    take SIGINT back from the ignore it inherited, and die with submitit's process (as a kill of
+    the group would have killed it: ``PR_SET_PDEATHSIG``, Linux)."""
+    if os.getpid() != os.getpgrp():
+        os.setsid()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _cell_pids(job) -> list:
+    """The processes of a local job's cell: the children of submitit's process (Linux /proc)."""
+    pid = job._process.pid
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
+            return [int(p) for p in f.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def _signal_cell(job, signum) -> None:
+    """Send ``signum`` to the cell of ``job`` itself (submitit's own cancel SIGKILLs it ~1 s after
+    its SIGINT); where its process is unknown, SIGTERM to submitit's, which passes it on."""
+    pids = _cell_pids(job)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+    if not pids and signum != signal.SIGKILL:
+        with contextlib.suppress(ProcessLookupError):
+            job._process.send_signal(signal.SIGTERM)
+    elif signum == signal.SIGKILL:
+        with contextlib.suppress(ProcessLookupError):
+            job._process.kill()
+
+
+def _submit(executor, *args):
+    """``executor.submit`` with SIGINT ignored in submitit's process (inherited), so that a
+    Ctrl-C to the terminal's group does not make it SIGKILL the cell."""
+    if threading.current_thread() is not threading.main_thread():
+        return executor.submit(*args)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return executor.submit(*args)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 class CellJob(submitit.helpers.Checkpointable):
     """The job of one cell. On Slurm a timeout or preemption requeues it (submitit's
     ``Checkpointable``), and the requeued job resumes the cell from its last checkpoint."""
@@ -99,6 +155,8 @@ class CellJob(submitit.helpers.Checkpointable):
         """Run (or resume) the cell ``argv`` with ``threads`` CPU threads. Its outcome is its run
         directory (the controller never reads this job's result pickle)."""
         os.environ["OMP_NUM_THREADS"] = str(threads)  # before torch is imported in this process
+        if os.environ.get("SUBMITIT_EXECUTOR") == "local":
+            _own_session()
         out = _out(argv)
         if is_finished(out):  # e.g. a Slurm job requeued after it finished
             return
@@ -288,11 +346,13 @@ class Sweep:
         return executor
 
     def _run_local(self, todo: list, slots: list, threads: int) -> None:
+        """Run ``todo`` on the local slots. SIGTERM or SIGINT stops the sweep: each running
+        cell gets SIGINT and up to ``STOP_GRACE_S`` to save its checkpoint (further signals
+        are ignored meanwhile), then KeyboardInterrupt is raised."""
         executor = self.executor
         pending, running, n_done = list(todo), {}, 0
-        previous = None
-        if threading.current_thread() is threading.main_thread():  # SIGTERM stops cells as Ctrl-C does
-            previous = signal.signal(signal.SIGTERM, _interrupt)
+        main = threading.current_thread() is threading.main_thread()
+        previous = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS} if main else {}
         try:
             while pending or running:
                 for slot, gpu in enumerate(slots):
@@ -303,7 +363,7 @@ class Sweep:
                         executor.update_parameters(gpus_per_node=0, visible_gpus=())
                     else:
                         executor.update_parameters(gpus_per_node=1, visible_gpus=(gpu,))
-                    running[slot] = (key, argv, executor.submit(CellJob(), argv, threads), time.perf_counter())
+                    running[slot] = (key, argv, _submit(executor, CellJob(), argv, threads), time.perf_counter())
                 for slot, (key, argv, job, t0) in list(running.items()):
                     if job.done():
                         del running[slot]
@@ -311,15 +371,23 @@ class Sweep:
                         self._ended(key, job, argv, time.perf_counter() - t0, n_done, len(todo))
                 time.sleep(0.2)
         except KeyboardInterrupt:
-            for _, _, job, _ in running.values():
-                job.cancel()  # SIGINT: the trainer saves a checkpoint to resume from
-            deadline = time.time() + 30
-            while any(not job.done() for _, _, job, _ in running.values()) and time.time() < deadline:
+            for sig in previous:
+                signal.signal(sig, signal.SIG_IGN)
+            jobs = [job for _, _, job, _ in running.values()]
+            if jobs:
+                self.log(f"stopping: {len(jobs)} running cell(s) save a checkpoint to resume from")
+            for job in jobs:
+                _signal_cell(job, signal.SIGINT)
+            deadline = time.time() + STOP_GRACE_S
+            while any(not job.done() for job in jobs) and time.time() < deadline:
                 time.sleep(0.2)
+            for job in jobs:
+                if not job.done():
+                    _signal_cell(job, signal.SIGKILL)
             raise
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def _run_slurm(self, todo: list, threads: int) -> None:
         executor = self.executor
