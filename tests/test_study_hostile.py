@@ -471,3 +471,28 @@ def test_sigterm_stops_the_sweep_the_cell_saves_and_a_rerun_completes(tmp_path, 
     code, _, err = run_cli(capsys, *argv)  # the same command again completes the sweep
     assert code == 0, err
     assert launch.is_finished(str(cell)) and "resumed from last.safetensors" in (cell / "train.log").read_text()
+
+
+# -- variants with training settings ---------------------------------------------------------
+def test_variants_may_carry_training_settings(tmp_path, capsys):
+    variants = ["--variant", "p01:modality_dropout=0.1",
+                "--variant", "subset:modality_dropout=0.3,modality_dropout_scheme=subset,d_model=8"]
+    spec = SweepSpec.from_args(seeds=[1], variants=variants[1::2], train=["modality_dropout=0.2", "epochs=1"])
+    argv = spec.train_argv(str(tmp_path), spec.datasets[0], "subset", 1)
+    assert argv[argv.index("--modality-dropout") + 1] == "0.3" and argv.count("--modality-dropout") == 1
+    assert argv[argv.index("--modality-dropout-scheme") + 1] == "subset" and "d_model=8" in argv
+    assert not any(a.startswith("modality_dropout") for a in argv)  # not a model override
+
+    sweep = tmp_path / "sweep"
+    code, _, err = run_cli(capsys, "sweep", "--out", sweep, *TINY, "--parallel", "2", *variants)
+    assert code == 0, err
+    for variant, rate, scheme in (("p01", 0.1, None), ("subset", 0.3, "subset")):
+        train = json.loads((sweep / "cells" / "mosi" / variant / "seed1" / "config.json").read_text())["train"]
+        assert train["modality_dropout"] == rate
+        assert scheme is None or train["modality_dropout_scheme"] == scheme
+    assert "subset: modality_dropout=0.3, modality_dropout_scheme=subset, d_model=8" in (sweep / "report.md").read_text()
+    # the variant's settings are part of its cells: changing them is refused
+    code, _, err = run_cli(capsys, "sweep", "--out", sweep, *TINY, "--variant", "p01:modality_dropout=0.2")
+    assert_clean_error(code, err, "variant p01")
+    code, _, err = run_cli(capsys, "sweep", "--out", tmp_path / "bad", *TINY, "--variant", "x:modality_dropout_scheme=nope")
+    assert_clean_error(code, err, "variant x")

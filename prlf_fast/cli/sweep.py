@@ -29,8 +29,8 @@ def register(sub) -> None:
     g.add_argument("--config", metavar="FILE.yaml", help="sweep file: seeds, variants, datasets, train, set, ...")
     g.add_argument("--seeds", type=int, nargs="+", metavar="S", help="training seeds (default 1)")
     g.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,...",
-                   help="a variant and its PRLFConfig overrides, e.g. nofisher:reliability=confidence "
-                        "(repeatable; default full:)")
+                   help="a variant and its PRLFConfig overrides and training settings, e.g. "
+                        "nofisher:reliability=confidence or p01:modality_dropout=0.1 (repeatable; default full:)")
     g.add_argument("--dataset", action="append", default=[], metavar="[NAME=]PRESET[:PATH]",
                    help="a dataset: preset and MMSA pickle or cache (repeatable; default: the "
                         "synthetic MOSI-shaped set)")

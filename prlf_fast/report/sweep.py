@@ -143,7 +143,7 @@ def _report_lines(sweep_dir: str, summary: dict, commit: Commit) -> list:
     lines += ["- variants: " + "; ".join(f"{v}: " + (", ".join(f"{k}={x}" for k, x in o.items()) or "defaults")
                                         for v, o in spec["variants"].items())]
     if spec["train"] or spec["model"]:
-        lines += ["- every cell: " + ", ".join(f"{k}={x}" for k, x in {**spec["train"], **spec["model"]}.items())]
+        lines += ["- every cell (where its variant sets no other value): " + ", ".join(f"{k}={x}" for k, x in {**spec["train"], **spec["model"]}.items())]
     invocations = summary["invocations"]
     if invocations:
         last = invocations[-1]

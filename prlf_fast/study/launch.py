@@ -171,6 +171,19 @@ class CellJob(submitit.helpers.Checkpointable):
 
 
 # -- checks and data -------------------------------------------------------------------------
+def _parse(parser, argv: list):
+    """``parser.parse_args(argv)``; argparse's refusal (a usage message and exit) is a PRLFError."""
+    import io
+
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            return parser.parse_args(argv)
+    except SystemExit:
+        lines = stderr.getvalue().strip().splitlines()
+        raise PRLFError(lines[-1].split("error: ", 1)[-1] if lines else "invalid arguments") from None
+
+
 def validate(spec: SweepSpec, sweep_dir: str) -> None:
     """Every (dataset, variant)'s settings as ``prlf-fast train`` checks them, before anything
     is written: unknown or bad ``--set``/training values fail here, once."""
@@ -184,7 +197,7 @@ def validate(spec: SweepSpec, sweep_dir: str) -> None:
         for variant in spec.variants:
             argv = spec.train_argv(sweep_dir, d, variant, spec.seeds[0])
             try:
-                new_config(parser.parse_args(argv))
+                new_config(_parse(parser, argv))
             except (PRLFError, ValueError) as exc:
                 raise PRLFError(f"dataset {d.name}, variant {variant}: {exc}") from None
 

@@ -171,7 +171,7 @@ class SweepSpec:
     """The grid and the settings shared by every cell (see ``from_args``)."""
 
     seeds: list
-    variants: dict            # name -> PRLFConfig overrides
+    variants: dict            # name -> PRLFConfig overrides and training settings (TRAIN_KEYS)
     datasets: list            # of Dataset
     train: dict = dataclasses.field(default_factory=dict)   # TrainConfig settings (not seed)
     model: dict = dataclasses.field(default_factory=dict)   # PRLFConfig overrides of every variant
@@ -305,12 +305,15 @@ class SweepSpec:
             argv += ["--data", data_path(sweep_dir, dataset)]
         elif dataset.synthetic:
             argv += ["--synthetic", ",".join(str(int(n)) for n in dataset.synthetic)]
-        for key, value in self.train.items():
+        overrides = self.variants[variant]  # a variant's training settings replace the sweep's
+        train = {**self.train, **{k: v for k, v in overrides.items() if k in TRAIN_KEYS}}
+        model = {**self.model, **{k: v for k, v in overrides.items() if k not in TRAIN_KEYS}}
+        for key, value in train.items():
             if key in _NO_FLAGS:
                 argv += [] if value else [_NO_FLAGS[key]]
             else:
                 argv += [f"--{key.replace('_', '-')}", str(value)]
-        for key, value in {**self.model, **self.variants[variant]}.items():
+        for key, value in model.items():
             plain = isinstance(value, str) and parse_value(value) == value  # reads back as itself
             argv += ["--set", f"{key}={value if plain else json.dumps(value)}"]
         if self.rates is not None:
