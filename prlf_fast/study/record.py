@@ -20,7 +20,6 @@ from prlf_fast.study.spec import PRESETS, SWEEP_FILE, SweepSpec, is_int, is_numb
 STATE_LIMIT = 64 * MiB    # sweep.json: the grid and the invocations' records
 RESULTS_LIMIT = 16 * MiB  # a cell's results.json (a few hundred KB at most)
 # Fields of an invocation record (launch.Sweep._run) that the report reads, and their types.
-_NUMBER = (int, float)
 INVOCATION = {"started": str, "command": str, "executor": str, "parallel": int, "threads_per_cell": int,
               "device": str, "cells": dict, "provenance": dict}
 
