@@ -174,15 +174,14 @@ def test_paired_comparison_matches_scipy():
     assert aggregate.paired([1.0, 2.0], [0.5, 1.5])["p"] is None  # constant difference: no test
 
 
-def test_sigterm_stops_the_running_local_cells(tmp_path):
+def test_sigterm_stops_the_running_local_cells(tmp_path, monkeypatch):
     class Job:
         cancelled = False
 
         def done(self):
             return self.cancelled
 
-        def cancel(self):
-            self.cancelled = True
+    monkeypatch.setattr(launch, "_signal_cell", lambda job, signum: setattr(job, "cancelled", True))
 
     class Executor:
         def __init__(self):

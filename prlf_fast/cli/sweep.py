@@ -29,8 +29,8 @@ def register(sub) -> None:
     g.add_argument("--config", metavar="FILE.yaml", help="sweep file: seeds, variants, datasets, train, set, ...")
     g.add_argument("--seeds", type=int, nargs="+", metavar="S", help="training seeds (default 1)")
     g.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,...",
-                   help="a variant and its PRLFConfig overrides, e.g. nofisher:reliability=confidence "
-                        "(repeatable; default full:)")
+                   help="a variant and its PRLFConfig overrides and training settings, e.g. "
+                        "nofisher:reliability=confidence or p01:modality_dropout=0.1 (repeatable; default full:)")
     g.add_argument("--dataset", action="append", default=[], metavar="[NAME=]PRESET[:PATH]",
                    help="a dataset: preset and MMSA pickle or cache (repeatable; default: the "
                         "synthetic MOSI-shaped set)")
@@ -66,25 +66,44 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _report(sweep_dir: str) -> tuple[dict, str]:
+    """Summarize the sweep and write its summary, report and plots as one commit (call it
+    holding the sweep's lock); each cell left out for damaged results is one note line on
+    stderr. Returns the summary and the report's path."""
+    import sys
+
+    from prlf_fast.report.sweep import write_sweep_report
+    from prlf_fast.study.aggregate import summarize
+
+    summary = summarize(sweep_dir)
+    for cell in summary["cells"]:
+        if cell.get("note"):
+            print(f"prlf-fast: note: {cell['note']}; the cell counts as unfinished", file=sys.stderr)
+    return summary, write_sweep_report(sweep_dir, summary)
+
+
 def run(args) -> int:
     import os
 
     from prlf_fast.errors import PRLFError
-    from prlf_fast.report.sweep import write_sweep_report
-    from prlf_fast.study.aggregate import summarize
-    from prlf_fast.study.launch import Runtime, Sweep, read_state
+    from prlf_fast.study.record import lock, read_state
     from prlf_fast.study.spec import SweepSpec, parse_pairs
 
     if args.report:
-        summary = summarize(args.report)
-        print(f"wrote {write_sweep_report(args.report, summary)} and {args.report}/summary.json")
+        if read_state(args.report) is None:
+            raise PRLFError(f"{args.report} holds no sweep (sweep.json is missing)")
+        with lock(args.report):
+            _, report = _report(args.report)
+        print(f"wrote {report} and {args.report}/summary.json")
         return 0
+    from prlf_fast.study.launch import Runtime, Sweep  # submitit: not needed for --report
+
     out = args.out or os.path.join("sweeps", "sweep")
     grid = (args.config, args.seeds, args.variant, args.dataset, args.synthetic, args.train, args.model_set,
             args.rates, args.mask_seeds, args.reference)
     saved = read_state(out)
     if saved is not None and not any(grid):  # `prlf-fast sweep --out SWEEP` continues it
-        spec = SweepSpec.from_dict(saved["spec"])
+        spec = saved[0]
     else:
         spec = SweepSpec.from_args(args.config, args.seeds, args.variant, args.dataset, args.train, args.model_set,
                                    args.rates, args.mask_seeds, args.reference, args.synthetic)
@@ -98,13 +117,14 @@ def run(args) -> int:
         from prlf_fast.report.tensorboard import check_available
 
         check_available()
-    record = Sweep(spec, out, rt).run()
+    written = []
+    wait = args.executor == "local" or args.wait
+    record = Sweep(spec, out, rt).run(then=(lambda: written.extend(_report(out))) if wait else None)
     failed = [k for k, c in record["cells"].items() if c.get("status") == "failed"]
-    if args.executor == "slurm" and not args.wait:
+    if not wait:
         print(f"submitted; when the jobs end: prlf-fast sweep --report {out}")
         return 0
-    summary = summarize(out)
-    report = write_sweep_report(out, summary)
+    summary, report = written
     print(f"wrote {report} and {out}/summary.json ({sum(c['finished'] for c in summary['cells'])} of "
           f"{len(summary['cells'])} cells finished; wall time {record['wall_seconds']:.0f} s)")
     if failed:

@@ -1,14 +1,18 @@
 """``SWEEP/report.md`` and ``SWEEP/plots/<dataset>_intra.png`` from ``summary.json``: per dataset,
 tables laid out like the LNLN paper's with mean ± std over training seeds per variant, the paired
-comparisons with the reference variant, and each metric against the missing rate."""
+comparisons with the reference variant, and each metric against the missing rate. The summary,
+the report and the plots are written as one commit (a kill leaves the old set or the new)."""
 from __future__ import annotations
 
 import os
 
 from prlf_fast import provenance
-from prlf_fast.io.atomic import write_text
+from prlf_fast.io.atomic import Commit, recover, write_json, write_text
+from prlf_fast.io.rundir import REPORT
 from prlf_fast.metrics import metric_names
 from prlf_fast.report.run import columns
+from prlf_fast.study.aggregate import SUMMARY
+from prlf_fast.study.record import read_results
 
 HEADLINE = ("Acc-2", "F1", "MAE", "Corr")  # columns of the comparison tables
 
@@ -118,7 +122,18 @@ def plot_rates(d: dict, path: str) -> None:
 
 
 def write_sweep_report(sweep_dir: str, summary: dict) -> str:
-    """Write report.md and the plots; return the report's path."""
+    """Write summary.json, report.md and the plots of ``sweep_dir`` as one commit, finishing or
+    discarding a commit a killed writer left first (call it holding the sweep's lock); return
+    the report's path."""
+    recover(sweep_dir)
+    with Commit(sweep_dir) as commit:
+        write_json(commit.file(SUMMARY), summary)
+        write_text(commit.file(REPORT), "\n".join(_report_lines(sweep_dir, summary, commit)) + "\n")
+    return os.path.join(sweep_dir, REPORT)
+
+
+def _report_lines(sweep_dir: str, summary: dict, commit: Commit) -> list:
+    """report.md's lines; the plots are written into ``commit``."""
     spec = summary["spec"]
     lines = [f"# PRLF sweep report — {os.path.basename(os.path.abspath(sweep_dir))}", ""]
     finished = sum(c["finished"] for c in summary["cells"])
@@ -128,34 +143,34 @@ def write_sweep_report(sweep_dir: str, summary: dict) -> str:
     lines += ["- variants: " + "; ".join(f"{v}: " + (", ".join(f"{k}={x}" for k, x in o.items()) or "defaults")
                                         for v, o in spec["variants"].items())]
     if spec["train"] or spec["model"]:
-        lines += ["- every cell: " + ", ".join(f"{k}={x}" for k, x in {**spec["train"], **spec["model"]}.items())]
+        lines += ["- every cell (where its variant sets no other value): " + ", ".join(f"{k}={x}" for k, x in {**spec["train"], **spec["model"]}.items())]
     invocations = summary["invocations"]
     if invocations:
         last = invocations[-1]
         done = {k: c for i in invocations for k, c in i["cells"].items() if c.get("status") == "done"}
         wall = sum(i["wall_seconds"] or 0 for i in invocations)
+        timed = [c["seconds"] for c in done.values() if c.get("seconds") is not None]
         lines += [f"- time: wall time {wall:.0f} s over {len(invocations)} invocation(s), which ran {len(done)} "
-                  f"cells whose own times sum to {sum(c['seconds'] for c in done.values()):.0f} s; the last: "
+                  f"cells ({len(timed)} timed locally, submit to end: {sum(timed):.0f} s in all); the last: "
                   f"`{last['command']}` started {last['started']}, {last['executor']} executor, {last['parallel']} "
                   f"at once, {last['threads_per_cell']} thread(s) per cell on {last['device']}"]
     first_cell = next((c for c in summary["cells"] if c["finished"]), None)
     if first_cell:
-        import json
-
-        with open(os.path.join(sweep_dir, first_cell["dir"], "results.json"), encoding="utf-8") as f:
-            prov = json.load(f).get("provenance")
-        if prov:
+        prov = (read_results(os.path.join(sweep_dir, first_cell["dir"]))[0] or {}).get("provenance")
+        try:
             lines += [f"- provenance ({first_cell['key']}): {provenance.line(prov)}"]
+        except (AttributeError, KeyError, TypeError):  # absent or not a provenance record: no line
+            pass
+    notes = [c["note"] for c in summary["cells"] if c.get("note")]
+    lines += [f"- not counted (damaged results): {n}" for n in notes]
     lines += [""]
     for name, d in summary["datasets"].items():
         plot = None
         if d["variants"]:
             plot = f"plots/{name}_intra.png"
-            plot_rates(d, os.path.join(sweep_dir, plot))
+            plot_rates(d, commit.file(plot))
         lines += _dataset_section(name, d, plot)
     lines += ["## Cells", "", "| Dataset | Variant | Seed | Finished | Run directory |", "|---|---|---|---|---|"]
     lines += [f"| {c['dataset']} | {c['variant']} | {c['seed']} | {'yes' if c['finished'] else 'no'} | "
               f"[{c['dir']}]({c['dir']}/report.md) |" for c in summary["cells"]]
-    path = os.path.join(sweep_dir, "report.md")
-    write_text(path, "\n".join(lines) + "\n")
-    return path
+    return lines

@@ -1,4 +1,4 @@
-"""Aggregation over training seeds: ``SWEEP/summary.json``.
+"""Aggregation over training seeds: the content of ``SWEEP/summary.json``.
 
 For each dataset and variant, every metric of every protocol entry of the cells' results.json
 (``intra/average``, ``intra/<rate>``, ``inter/<configuration>`` with ``complete``, and
@@ -10,7 +10,6 @@ confidence interval (Student t, n − 1 degrees of freedom) and the paired t-tes
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -18,8 +17,8 @@ import warnings
 import numpy as np
 
 from prlf_fast.io.rundir import RESULTS
-from prlf_fast.study.launch import cell_key, is_finished, read_state
-from prlf_fast.study.spec import SweepSpec, cell_dir
+from prlf_fast.study.record import read_results, read_state
+from prlf_fast.study.spec import cell_dir, cell_key
 
 SUMMARY = "summary.json"
 AVERAGES = ("intra/average", "inter/average")
@@ -68,30 +67,43 @@ def paired(a, b) -> dict:
     return out
 
 
+def _mismatch(results: dict, preset: str, per_seed: dict) -> str | None:
+    """Why a cell's (schema-checked) results cannot join its variant's other seeds, or None."""
+    if results["dataset"] != preset:
+        return f"dataset {results['dataset']!r}, but the sweep's is {preset!r}"
+    found, first = entries(results), next(iter(per_seed.values()), None)
+    if first is not None and {e: sorted(m) for e, m in found.items()} != {e: sorted(m) for e, m in first.items()}:
+        return f"its protocol entries and metrics differ from seed {min(per_seed)}'s"
+    return None
+
+
 def summarize(sweep_dir: str) -> dict:
-    """Read every finished cell of the sweep in ``sweep_dir``; write and return summary.json."""
+    """Read every finished cell of the sweep in ``sweep_dir``; return summary.json's content.
+    A cell whose results are damaged counts as unfinished, with a ``note`` naming the file, and
+    so does one whose protocol entries differ from its variant's first finished seed's."""
     from prlf_fast.errors import PRLFError
-    from prlf_fast.io.atomic import write_json
 
     state = read_state(sweep_dir)
     if state is None:
         raise PRLFError(f"{sweep_dir} holds no sweep (sweep.json is missing)")
-    spec = SweepSpec.from_dict(state["spec"])
+    spec, invocations = state
     cells, datasets = [], {}
     for d in spec.datasets:
-        per_variant, dataset_name = {}, None
+        per_variant = {}
         for v in spec.variants:
             per_seed = {}
             for s in spec.seeds:
                 out = cell_dir(sweep_dir, d.name, v, s)
-                done = is_finished(out)
+                results, note = read_results(out)
+                if results is not None:
+                    note = _mismatch(results, d.preset, per_seed)
+                    if note:
+                        results, note = None, f"{os.path.join(out, RESULTS)}: {note}"
+                    else:
+                        per_seed[s] = entries(results)
                 cells.append({"key": cell_key(d.name, v, s), "dataset": d.name, "variant": v, "seed": s,
-                              "dir": os.path.relpath(out, sweep_dir), "finished": done})
-                if done:
-                    with open(os.path.join(out, RESULTS), encoding="utf-8") as f:
-                        results = json.load(f)
-                    dataset_name = results["dataset"]
-                    per_seed[s] = entries(results)
+                              "dir": os.path.relpath(out, sweep_dir), "finished": results is not None,
+                              **({"note": note} if note else {})})
             if per_seed:
                 per_variant[v] = {"seeds": sorted(per_seed), "n": len(per_seed), **stats(per_seed)}
         comparisons = {}
@@ -103,11 +115,9 @@ def summarize(sweep_dir: str) -> dict:
             ia, ir = [agg["seeds"].index(s) for s in common], [ref["seeds"].index(s) for s in common]
             comparisons[v] = {"seeds": common, **{
                 entry: {m: paired([agg[entry]["values"][m][i] for i in ia],
-                                  [ref[entry]["values"][m][i] for i in ir]) for m in agg[entry]["values"]}
-                for entry in agg if "/" in entry}}
-        datasets[d.name] = {"preset": d.preset, "dataset": dataset_name or d.preset, "data": d.data,
+                                  [ref[entry]["values"][m][i] for i in ir])
+                        for m in agg[entry]["values"] if m in ref[entry]["values"]}
+                for entry in agg if "/" in entry and entry in ref}}
+        datasets[d.name] = {"preset": d.preset, "dataset": d.preset, "data": d.data,
                             "variants": per_variant, "reference": spec.reference, "comparisons": comparisons}
-    summary = {"spec": spec.to_dict(), "cells": cells, "datasets": datasets,
-               "invocations": state.get("invocations", [])}
-    write_json(os.path.join(sweep_dir, SUMMARY), summary)
-    return summary
+    return {"spec": spec.to_dict(), "cells": cells, "datasets": datasets, "invocations": invocations}

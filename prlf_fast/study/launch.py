@@ -8,9 +8,9 @@ command again after a crash completes it.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-import re
 import signal
 import sys
 import threading
@@ -19,13 +19,18 @@ import time
 import submitit
 
 from prlf_fast.errors import PRLFError
-from prlf_fast.io.atomic import LOCK, locked, write_json
-from prlf_fast.io.rundir import CONFIG, REPORT, RESULTS
+from prlf_fast.io.atomic import write_json
+from prlf_fast.io.files import open_regular
+from prlf_fast.io.rundir import CONFIG
 from prlf_fast.study import slurm
-from prlf_fast.study.spec import SWEEP_FILE, SweepSpec, cell_dir, data_path
+from prlf_fast.study.record import is_finished, lock, read_state
+from prlf_fast.study.spec import SWEEP_FILE, SweepSpec, cell_dir, cell_key, data_path
 
 SUBMITIT = "submitit"
 LOCAL_TIMEOUT_MIN = 60 * 24 * 30  # submitit's local default (2 min) would kill every real cell
+LOG_TAIL = 64 * 1024  # of a failed cell's log, the part searched for its error
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STOP_GRACE_S = 60  # how long a stopped local cell has to save its checkpoint
 SLURM_POLL_S = 10  # at most this long between two squeue calls while waiting for the array
 
 
@@ -62,69 +67,123 @@ class Runtime:
         return self.gpus
 
 
-def read_state(sweep_dir: str) -> dict | None:
-    """``SWEEP/sweep.json`` (``spec`` and the ``invocations`` records), or None."""
-    import json
-
-    path = os.path.join(sweep_dir, SWEEP_FILE)
-    if not os.path.isfile(path):
-        return None
+def log_tail(path: str, limit: int = LOG_TAIL) -> str:
+    """The last ``limit`` bytes of the log ``path`` as text ("" when it is absent, a symlink or
+    not a regular file)."""
+    directory, name = os.path.split(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            state = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise PRLFError(f"{path} is not readable JSON: {exc}") from None
-    if not isinstance(state, dict) or "spec" not in state:
-        raise PRLFError(f"{path} was not written by prlf-fast sweep")
-    return state
+        with open_regular(directory, name, sys.maxsize) as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - limit))
+            return f.read(limit).decode("utf-8", errors="replace")
+    except (OSError, PRLFError):
+        return ""
 
 
-def cell_key(dataset: str, variant: str, seed: int) -> str:
-    return f"{dataset}/{variant}/seed{seed}"
-
-
-def is_finished(run_dir: str) -> bool:
-    return os.path.isfile(os.path.join(run_dir, RESULTS)) and os.path.isfile(os.path.join(run_dir, REPORT))
-
-
-def cell_error(job, exc: Exception) -> str:
-    """A failed cell's own error: its last ``prlf-fast: ...`` line (the one-line error of
-    ``prlf-fast train``), else the last line of the job's traceback."""
-    try:
-        with open(job.paths.stderr, encoding="utf-8", errors="replace") as f:
-            own = [line.strip() for line in f if line.startswith("prlf-fast: ")]
-    except OSError:
-        own = []
+def cell_error(stderr: str, fallback: str) -> str:
+    """A failed cell's own error from the tail of its log ``stderr``: its last ``prlf-fast: ...``
+    line (the one-line error of ``prlf-fast train``), else the log's last line, else
+    ``fallback``."""
+    lines = [line.strip() for line in log_tail(stderr).splitlines() if line.strip()]
+    own = [line for line in lines if line.startswith("prlf-fast: ")]
     if own:
         return own[-1].removeprefix("prlf-fast: ").removeprefix("error: ")
-    parts = re.split(r"\n-{10,}\n", str(exc).strip())  # submitit puts the trace between dashes
-    lines = (parts[1] if len(parts) > 1 else parts[0]).strip().splitlines()
-    return lines[-1].strip() if lines else type(exc).__name__
+    return lines[-1] if lines else fallback
+
+
+def _out(argv: list) -> str:
+    return argv[argv.index("--out") + 1]
+
+
+def _own_session() -> None:
+    """Make a local cell's process hear a stop once, from the sweep's controller: leave its
+    process group (a Ctrl-C or a group SIGTERM goes to the controller, which passes SIGINT on),
+    take SIGINT back from the ignore it inherited, and die with submitit's process (as a kill of
+    the group would have killed it: ``PR_SET_PDEATHSIG``, Linux)."""
+    if os.getpid() != os.getpgrp():
+        os.setsid()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _cell_pids(job) -> list:
+    """The processes of a local job's cell: the children of submitit's process (Linux /proc)."""
+    pid = job._process.pid
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
+            return [int(p) for p in f.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def _signal_cell(job, signum) -> None:
+    """Send ``signum`` to the cell of ``job`` itself (submitit's own cancel SIGKILLs it ~1 s after
+    its SIGINT); where its process is unknown, SIGTERM to submitit's, which passes it on."""
+    pids = _cell_pids(job)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+    if not pids and signum != signal.SIGKILL:
+        with contextlib.suppress(ProcessLookupError):
+            job._process.send_signal(signal.SIGTERM)
+    elif signum == signal.SIGKILL:
+        with contextlib.suppress(ProcessLookupError):
+            job._process.kill()
+
+
+def _submit(executor, *args):
+    """``executor.submit`` with SIGINT ignored in submitit's process (inherited), so that a
+    Ctrl-C to the terminal's group does not make it SIGKILL the cell."""
+    if threading.current_thread() is not threading.main_thread():
+        return executor.submit(*args)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return executor.submit(*args)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class CellJob(submitit.helpers.Checkpointable):
     """The job of one cell. On Slurm a timeout or preemption requeues it (submitit's
     ``Checkpointable``), and the requeued job resumes the cell from its last checkpoint."""
 
-    def __call__(self, argv: list, threads: int) -> float:
-        """Run (or resume) the cell ``argv`` with ``threads`` CPU threads; return its seconds."""
+    def __call__(self, argv: list, threads: int) -> None:
+        """Run (or resume) the cell ``argv`` with ``threads`` CPU threads. Its outcome is its run
+        directory (the controller never reads this job's result pickle)."""
         os.environ["OMP_NUM_THREADS"] = str(threads)  # before torch is imported in this process
-        out = argv[argv.index("--out") + 1]
+        if os.environ.get("SUBMITIT_EXECUTOR") == "local":
+            _own_session()
+        out = _out(argv)
         if is_finished(out):  # e.g. a Slurm job requeued after it finished
-            return 0.0
+            return
         from prlf_fast.cli import main
 
         argv = [*argv, "--threads", str(threads)]
         if os.path.isfile(os.path.join(out, CONFIG)):
             argv.append("--resume")
-        start = time.perf_counter()
         code = main(argv)
         if code != 0:
             raise RuntimeError(f"prlf-fast {' '.join(argv)} exited with code {code} (its error is in this log)")
-        return time.perf_counter() - start
 
 
 # -- checks and data -------------------------------------------------------------------------
+def _parse(parser, argv: list):
+    """``parser.parse_args(argv)``; argparse's refusal (a usage message and exit) is a PRLFError."""
+    import io
+
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            return parser.parse_args(argv)
+    except SystemExit:
+        lines = stderr.getvalue().strip().splitlines()
+        raise PRLFError(lines[-1].split("error: ", 1)[-1] if lines else "invalid arguments") from None
+
+
 def validate(spec: SweepSpec, sweep_dir: str) -> None:
     """Every (dataset, variant)'s settings as ``prlf-fast train`` checks them, before anything
     is written: unknown or bad ``--set``/training values fail here, once."""
@@ -138,7 +197,7 @@ def validate(spec: SweepSpec, sweep_dir: str) -> None:
         for variant in spec.variants:
             argv = spec.train_argv(sweep_dir, d, variant, spec.seeds[0])
             try:
-                new_config(parser.parse_args(argv))
+                new_config(_parse(parser, argv))
             except (PRLFError, ValueError) as exc:
                 raise PRLFError(f"dataset {d.name}, variant {variant}: {exc}") from None
 
@@ -204,25 +263,28 @@ class Sweep:
         write_json(os.path.join(self.dir, SWEEP_FILE),
                    {"spec": self.spec.to_dict(), "invocations": [*self.earlier, self.record]})
 
-    def run(self) -> dict:
-        """Run every unfinished cell; return this invocation's record. Holds the sweep directory's
-        lock throughout: a second ``prlf-fast sweep`` on it fails at once with one line."""
+    def run(self, then=None) -> dict:
+        """Run every unfinished cell, then call ``then()`` (the CLI writes the report there);
+        return this invocation's record. Holds the sweep directory's lock throughout: a second
+        ``prlf-fast sweep`` (or ``--report``) on it fails at once with one line."""
         self._read_saved()
         validate(self.spec, self.dir)   # settings are checked before anything is written
         if self.rt.executor == "slurm":
             self.rt.slurm_gpus()
         os.makedirs(self.dir, exist_ok=True)
-        with locked(os.path.join(self.dir, LOCK), f"the sweep {self.dir}"):
+        with lock(self.dir):
             self._read_saved()          # again: another invocation may have saved in between
-            return self._run()
+            record = self._run()
+            if then is not None:
+                then()
+            return record
 
     def _read_saved(self) -> None:
         saved = read_state(self.dir)
         if saved is not None:
-            old = SweepSpec.from_dict(saved["spec"])
+            old, self.earlier = saved
             self.spec.check_compatible(old, self.dir)
             self.spec = self.spec.grown_from(old)
-            self.earlier = saved.get("invocations", [])
 
     def _run(self) -> dict:
         from prlf_fast import provenance
@@ -261,16 +323,15 @@ class Sweep:
             self._save()
         return self.record
 
-    def _done(self, key: str, job, wall: float | None, n_done: int, n_all: int) -> None:
-        """Record a finished job: ``seconds`` its cell's own time, ``wall`` submit to end (local)."""
-        try:
-            seconds = job.result()
-        except Exception as exc:  # noqa: BLE001 — a failed cell must not stop the others
-            self._failed(key, job, cell_error(job, exc), n_done, n_all)
+    def _ended(self, key: str, job, argv: list, wall: float | None, n_done: int, n_all: int) -> None:
+        """Record a cell whose job ended: done when its run directory holds committed results
+        (``seconds``: submit to end on the controller's clock, local only), else failed with
+        the error in its log. Nothing submitit wrote (result pickles) is read."""
+        if not is_finished(_out(argv)):
+            self._failed(key, job, cell_error(str(job.paths.stderr), "ended without results"), n_done, n_all)
             return
-        self.record["cells"][key] = {"status": "done", "seconds": round(seconds, 2),
-                                     "wall": None if wall is None else round(wall, 2)}
-        self.log(f"[{n_done}/{n_all}] {key} done in {seconds:.1f} s")
+        self.record["cells"][key] = {"status": "done", "seconds": None if wall is None else round(wall, 2)}
+        self.log(f"[{n_done}/{n_all}] {key} done" + ("" if wall is None else f" in {wall:.1f} s"))
         self._save()
 
     def _failed(self, key: str, job, error: str, n_done: int, n_all: int) -> None:
@@ -300,11 +361,13 @@ class Sweep:
         return executor
 
     def _run_local(self, todo: list, slots: list, threads: int) -> None:
+        """Run ``todo`` on the local slots. SIGTERM or SIGINT stops the sweep: each running
+        cell gets SIGINT and up to ``STOP_GRACE_S`` to save its checkpoint (further signals
+        are ignored meanwhile), then KeyboardInterrupt is raised."""
         executor = self.executor
         pending, running, n_done = list(todo), {}, 0
-        previous = None
-        if threading.current_thread() is threading.main_thread():  # SIGTERM stops cells as Ctrl-C does
-            previous = signal.signal(signal.SIGTERM, _interrupt)
+        main = threading.current_thread() is threading.main_thread()
+        previous = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS} if main else {}
         try:
             while pending or running:
                 for slot, gpu in enumerate(slots):
@@ -315,23 +378,31 @@ class Sweep:
                         executor.update_parameters(gpus_per_node=0, visible_gpus=())
                     else:
                         executor.update_parameters(gpus_per_node=1, visible_gpus=(gpu,))
-                    running[slot] = (key, executor.submit(CellJob(), argv, threads), time.perf_counter())
-                for slot, (key, job, t0) in list(running.items()):
+                    running[slot] = (key, argv, _submit(executor, CellJob(), argv, threads), time.perf_counter())
+                for slot, (key, argv, job, t0) in list(running.items()):
                     if job.done():
                         del running[slot]
                         n_done += 1
-                        self._done(key, job, time.perf_counter() - t0, n_done, len(todo))
+                        self._ended(key, job, argv, time.perf_counter() - t0, n_done, len(todo))
                 time.sleep(0.2)
         except KeyboardInterrupt:
-            for key, job, _ in running.values():
-                job.cancel()  # SIGINT: the trainer saves a checkpoint to resume from
-            deadline = time.time() + 30
-            while any(not job.done() for _, job, _ in running.values()) and time.time() < deadline:
+            for sig in previous:
+                signal.signal(sig, signal.SIG_IGN)
+            jobs = [job for _, _, job, _ in running.values()]
+            if jobs:
+                self.log(f"stopping: {len(jobs)} running cell(s) save a checkpoint to resume from")
+            for job in jobs:
+                _signal_cell(job, signal.SIGINT)
+            deadline = time.time() + STOP_GRACE_S
+            while any(not job.done() for job in jobs) and time.time() < deadline:
                 time.sleep(0.2)
+            for job in jobs:
+                if not job.done():
+                    _signal_cell(job, signal.SIGKILL)
             raise
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def _run_slurm(self, todo: list, threads: int) -> None:
         executor = self.executor
@@ -339,6 +410,7 @@ class Sweep:
             return
         submitted = slurm.submit_array(executor, [(CellJob(), argv, threads) for _, argv in todo])
         jobs = list(zip([key for key, _ in todo], submitted))
+        argvs = dict(todo)
         for key, job in jobs:
             self.record["cells"][key] = {"status": "submitted", "job": job.job_id}
         self._save()
@@ -361,8 +433,8 @@ class Sweep:
                     continue
                 del remaining[key]
                 n_done += 1
-                if job.paths.result_pickle.exists():
-                    self._done(key, job, None, n_done, len(jobs))
+                if is_finished(_out(argvs[key])):
+                    self._ended(key, job, argvs[key], None, n_done, len(jobs))
                     continue
                 state = self._final_states(array_id).get(job.job_id, "unknown")
                 self._failed(key, job, f"ended without a result (Slurm state: {state})", n_done, len(jobs))

@@ -6,12 +6,15 @@ directory is ``SWEEP/cells/<dataset>/<variant>/seed<S>``.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import re
 
+from prlf_fast.config import PRESETS
 from prlf_fast.errors import PRLFError
+from prlf_fast.io.files import MiB, read_text
 
 SWEEP_FILE = "sweep.json"
 CELLS, DATA = "cells", "data"
@@ -22,6 +25,80 @@ TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup", "grad_clip
 _NO_FLAGS = {"train_missing": "--no-train-missing", "amp": "--no-amp"}  # booleans that default on
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _YAML_KEYS = {"seeds", "variants", "datasets", "train", "set", "rates", "mask_seeds", "reference", "synthetic"}
+_DATASET_KEYS = {"preset", "data", "synthetic"}
+YAML_LIMIT, YAML_DEPTH = MiB, 32  # a sweep file's size (bytes) and nesting
+SEED_RANGE = (-(2 ** 63), 2 ** 63)  # what torch.manual_seed takes
+
+
+def is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def show(value, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters (a hostile value may be huge)."""
+    text = repr(value) if not isinstance(value, (dict, list)) or len(value) < 100 else f"a {type(value).__name__}"
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _seed(v) -> bool:
+    return is_int(v) and SEED_RANGE[0] <= v < SEED_RANGE[1]
+
+
+_SCALAR = (str, int, float, bool, type(None))
+
+
+def _setting(value) -> bool:
+    """A value a ``--set``/``--train`` setting may take: a scalar or a flat list of scalars."""
+    return isinstance(value, _SCALAR) or (isinstance(value, list) and all(isinstance(v, _SCALAR) for v in value))
+
+
+def _check_settings(field: str, settings) -> None:
+    if not isinstance(settings, dict):
+        raise PRLFError(f"{field}: expected a mapping of settings, found {show(settings)}")
+    for key, value in settings.items():
+        if not isinstance(key, str) or not _setting(value):
+            raise PRLFError(f"{field}.{key}: expected a setting name and a number, string, boolean or "
+                            f"list of them, found {show(value)}")
+
+
+def _check_list(field: str, values, ok, what: str, optional: bool = False) -> None:
+    if optional and values is None:
+        return
+    if not (isinstance(values, list) and values and all(ok(v) for v in values)):
+        raise PRLFError(f"{field}: expected a non-empty list of {what}, found {show(values)}")
+
+
+def _mapping(doc: dict, key: str, where: str) -> dict:
+    """``doc[key]`` as a mapping ({} when absent or null)."""
+    value = doc.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise PRLFError(f"{where}{key}: expected a mapping, found {show(value)}")
+    return value
+
+
+def _check_fields(obj, fields: set, where: str) -> None:
+    """``obj`` is a mapping with exactly the keys ``fields``."""
+    if not isinstance(obj, dict):
+        raise PRLFError(f"{where}: expected an object, found {show(obj)}")
+    missing, unknown = sorted(fields - set(obj)), sorted(map(str, set(obj) - fields))
+    if missing or unknown:
+        raise PRLFError(f"{where}: " + "; ".join(([f"missing field(s) {', '.join(missing)}"] if missing else [])
+                                                 + ([f"unknown field(s) {', '.join(unknown)}"] if unknown else [])))
+
+
+@contextlib.contextmanager
+def _named(where: str):
+    """Prefix a PRLFError raised in the block with ``where`` (the file it came from)."""
+    try:
+        yield
+    except PRLFError as exc:
+        raise PRLFError(f"{where}{exc}") from None
 
 
 def _check_name(kind: str, name: str) -> str:
@@ -66,6 +143,17 @@ class Dataset:
     data: str | None = None
     synthetic: list | None = None
 
+    def __post_init__(self):
+        _check_name("dataset", self.name)
+        where = f"datasets.{self.name}"
+        if self.preset not in PRESETS:
+            raise PRLFError(f"{where}.preset: expected one of {', '.join(PRESETS)}, found {show(self.preset)}")
+        if self.data is not None and not (isinstance(self.data, str) and self.data):
+            raise PRLFError(f"{where}.data: expected a file or directory path, found {show(self.data)}")
+        if self.synthetic is not None and len(self.synthetic if isinstance(self.synthetic, list) else ()) != 3:
+            raise PRLFError(f"{where}.synthetic: expected three sizes TRAIN, VALID, TEST, found {show(self.synthetic)}")
+        _check_list(f"{where}.synthetic", self.synthetic, lambda n: is_int(n) and n >= 1, "positive integers", True)
+
     @classmethod
     def parse(cls, text: str) -> "Dataset":
         """``[NAME=]PRESET[:PATH]``; NAME defaults to the preset (no PATH) or the file's stem."""
@@ -83,7 +171,7 @@ class SweepSpec:
     """The grid and the settings shared by every cell (see ``from_args``)."""
 
     seeds: list
-    variants: dict            # name -> PRLFConfig overrides
+    variants: dict            # name -> PRLFConfig overrides and training settings (TRAIN_KEYS)
     datasets: list            # of Dataset
     train: dict = dataclasses.field(default_factory=dict)   # TrainConfig settings (not seed)
     model: dict = dataclasses.field(default_factory=dict)   # PRLFConfig overrides of every variant
@@ -92,17 +180,25 @@ class SweepSpec:
     reference: str | None = None
 
     def __post_init__(self):
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+        """Check every field's type and the grid (one PRLFError line naming the field)."""
+        _check_list("seeds", self.seeds, _seed, f"integer seeds in [{SEED_RANGE[0]}, {SEED_RANGE[1]})")
+        if len(set(self.seeds)) != len(self.seeds):
             raise PRLFError(f"seeds {self.seeds}: give at least one, each once")
-        if not self.variants:
-            raise PRLFError("a sweep needs at least one variant")
-        for name in self.variants:
-            _check_name("variant", name)
+        if not (isinstance(self.variants, dict) and self.variants):
+            raise PRLFError(f"variants: expected a mapping of at least one variant, found {show(self.variants)}")
+        for name, overrides in self.variants.items():
+            _check_settings(f"variants.{_check_name('variant', name)}", overrides)
+        if not (isinstance(self.datasets, list) and all(isinstance(d, Dataset) for d in self.datasets)):
+            raise PRLFError(f"datasets: expected a list of datasets, found {show(self.datasets)}")
         names = [d.name for d in self.datasets]
         if not names or len(set(names)) != len(names):
             raise PRLFError(f"datasets {names}: give at least one, each name once")
-        for d in self.datasets:
-            _check_name("dataset", d.name)
+        _check_settings("train", self.train)
+        _check_settings("set", self.model)
+        _check_list("rates", self.rates, lambda r: is_number(r) and 0 <= r < 1, "missing rates in [0, 1)", True)
+        _check_list("mask_seeds", self.mask_seeds, _seed, f"integer seeds in [{SEED_RANGE[0]}, {SEED_RANGE[1]})", True)
+        if self.reference is not None and not isinstance(self.reference, str):
+            raise PRLFError(f"reference: expected a variant name, found {show(self.reference)}")
         unknown = sorted(set(self.train) - set(TRAIN_KEYS))
         if unknown:
             raise PRLFError(f"unknown training setting(s) {', '.join(unknown)}; expected some of "
@@ -118,6 +214,7 @@ class SweepSpec:
                   rates=None, mask_seeds=None, reference=None, synthetic=None) -> "SweepSpec":
         """From a YAML file (optional) and command-line values, which replace the file's."""
         doc = load_yaml(yaml_path) if yaml_path else {}
+        where = f"{yaml_path}: " if yaml_path else ""
         if variants:
             doc["variants"] = dict(parse_variant(v) for v in variants)
         if datasets:
@@ -126,37 +223,55 @@ class SweepSpec:
                            ("reference", reference), ("synthetic", synthetic)):
             if value is not None:
                 doc[key] = value
-        doc["train"] = {**(doc.get("train") or {}), **parse_pairs(train, "--train")}
-        doc["set"] = {**(doc.get("set") or {}), **parse_pairs(model, "--set")}
+        doc["train"] = {**_mapping(doc, "train", where), **parse_pairs(train, "--train")}
+        doc["set"] = {**_mapping(doc, "set", where), **parse_pairs(model, "--set")}
         return cls.from_doc(doc, yaml_path)
 
     @classmethod
     def from_doc(cls, doc: dict, source=None) -> "SweepSpec":
+        """From the mapping of a sweep file ``source`` (or of the command line): each key's type
+        is checked, and an error names ``source`` and the key."""
         where = f"{source}: " if source else ""
-        unknown = sorted(set(doc) - _YAML_KEYS)
+        unknown = sorted(map(str, set(doc) - _YAML_KEYS))
         if unknown:
             raise PRLFError(f"{where}unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(_YAML_KEYS))}")
         base = os.path.dirname(os.path.abspath(source)) if source else os.getcwd()
         datasets = []
-        for name, d in (doc.get("datasets") or {"mosi": {"preset": "mosi"}}).items():
-            d = d or {}
-            if not isinstance(d, dict) or "preset" not in d:
-                raise PRLFError(f"{where}dataset {name!r}: expected a mapping with 'preset' (and 'data')")
+        for name, d in (_mapping(doc, "datasets", where) or {"mosi": {"preset": "mosi"}}).items():
+            if not (isinstance(d, dict) and isinstance(d.get("preset"), str) and set(d) <= _DATASET_KEYS):
+                raise PRLFError(f"{where}datasets.{name}: expected a mapping with 'preset' (and 'data' or "
+                                f"'synthetic'), found {show(d)}")
             data = d.get("data")
-            datasets.append(Dataset(str(name), d["preset"],
-                                    os.path.abspath(os.path.join(base, data)) if data else None,
-                                    d.get("synthetic", doc.get("synthetic")) if not data else None))
-        variants = {str(k): dict(v or {}) for k, v in (doc.get("variants") or {"full": {}}).items()}
-        return cls(seeds=[int(s) for s in doc.get("seeds") or [1]], variants=variants, datasets=datasets,
-                   train=dict(doc.get("train") or {}), model=dict(doc.get("set") or {}),
-                   rates=doc.get("rates"), mask_seeds=doc.get("mask_seeds"), reference=doc.get("reference"))
+            if data is not None and not isinstance(data, str):
+                raise PRLFError(f"{where}datasets.{name}.data: expected a path, found {show(data)}")
+            with _named(where):
+                datasets.append(Dataset(_check_name("dataset", name), d["preset"],
+                                        os.path.abspath(os.path.join(base, data)) if data else None,
+                                        d.get("synthetic", doc.get("synthetic")) if not data else None))
+        variants = _mapping(doc, "variants", where) or {"full": {}}
+        variants = {k: {} if v is None else v for k, v in variants.items()}
+        with _named(where):
+            return cls(seeds=[1] if doc.get("seeds") is None else doc["seeds"], variants=variants, datasets=datasets,
+                       train=_mapping(doc, "train", where), model=_mapping(doc, "set", where),
+                       rates=doc.get("rates"), mask_seeds=doc.get("mask_seeds"), reference=doc.get("reference"))
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "datasets": [dataclasses.asdict(d) for d in self.datasets]}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SweepSpec":
-        return cls(**{**d, "datasets": [Dataset(**x) for x in d["datasets"]]})
+    def from_dict(cls, d, source: str = "sweep.json") -> "SweepSpec":
+        """From ``to_dict``'s form, as read back from ``source``: exactly the fields of a spec
+        and of its datasets, each of the right type (one PRLFError line naming the field)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        dataset_fields = {f.name for f in dataclasses.fields(Dataset)}
+        _check_fields(d, fields, f"{source}: spec")
+        datasets = d["datasets"]
+        if not isinstance(datasets, list):
+            raise PRLFError(f"{source}: spec.datasets: expected a list, found {show(datasets)}")
+        for i, x in enumerate(datasets):
+            _check_fields(x, dataset_fields, f"{source}: spec.datasets[{i}]")
+        with _named(f"{source}: spec: "):
+            return cls(**{**d, "datasets": [Dataset(**x) for x in datasets]})
 
     def check_compatible(self, saved: "SweepSpec", sweep_dir: str) -> None:
         """A sweep directory may grow (more seeds, variants, datasets), never change its cells."""
@@ -190,12 +305,15 @@ class SweepSpec:
             argv += ["--data", data_path(sweep_dir, dataset)]
         elif dataset.synthetic:
             argv += ["--synthetic", ",".join(str(int(n)) for n in dataset.synthetic)]
-        for key, value in self.train.items():
+        overrides = self.variants[variant]  # a variant's training settings replace the sweep's
+        train = {**self.train, **{k: v for k, v in overrides.items() if k in TRAIN_KEYS}}
+        model = {**self.model, **{k: v for k, v in overrides.items() if k not in TRAIN_KEYS}}
+        for key, value in train.items():
             if key in _NO_FLAGS:
                 argv += [] if value else [_NO_FLAGS[key]]
             else:
                 argv += [f"--{key.replace('_', '-')}", str(value)]
-        for key, value in {**self.model, **self.variants[variant]}.items():
+        for key, value in model.items():
             plain = isinstance(value, str) and parse_value(value) == value  # reads back as itself
             argv += ["--set", f"{key}={value if plain else json.dumps(value)}"]
         if self.rates is not None:
@@ -203,6 +321,10 @@ class SweepSpec:
         if self.mask_seeds is not None:
             argv += ["--seeds", *map(str, self.mask_seeds)]
         return argv
+
+
+def cell_key(dataset: str, variant: str, seed: int) -> str:
+    return f"{dataset}/{variant}/seed{seed}"
 
 
 def cell_dir(sweep_dir: str, dataset: str, variant: str, seed: int) -> str:
@@ -217,16 +339,56 @@ def data_path(sweep_dir: str, dataset: Dataset) -> str:
     return os.path.join(os.path.abspath(sweep_dir), DATA, dataset.name)
 
 
-def load_yaml(path) -> dict:
+class _Refused(Exception):
+    """A YAML construct a sweep file may not use (message, line)."""
+
+
+def _yaml_loader():
+    """PyYAML's safe loader without anchors and aliases (an alias "bomb" expands exponentially)
+    and with at most ``YAML_DEPTH`` levels of nesting (deeper would recurse without bound)."""
     import yaml
 
+    class Loader(yaml.SafeLoader):
+        depth = 0
+
+        def compose_node(self, parent, index):
+            event = self.peek_event()
+            line = event.start_mark.line + 1
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+                raise _Refused("YAML anchors and aliases (& and *) are not accepted", line)
+            self.depth += 1
+            if self.depth > YAML_DEPTH:
+                raise _Refused(f"nested more than {YAML_DEPTH} levels deep", line)
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+    return Loader
+
+
+def load_yaml(path) -> dict:
+    """The mapping of the sweep file ``path``: a regular file (a symlink the user made is
+    followed) of at most ``YAML_LIMIT`` bytes, UTF-8, one YAML document of plain scalars,
+    sequences and mappings. Every refusal is one PRLFError line naming the file."""
+    import yaml
+
+    real = os.path.realpath(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            doc = yaml.safe_load(f)
+        text = read_text(os.path.dirname(real), os.path.basename(real), YAML_LIMIT)
     except OSError as exc:
         raise PRLFError(f"{path}: cannot read the sweep file ({exc.strerror or exc})") from None
+    loader = None
+    try:
+        loader = _yaml_loader()(text)  # checks the characters already
+        doc = loader.get_single_data()
+    except _Refused as exc:
+        raise PRLFError(f"{path}: line {exc.args[1]}: {exc.args[0]} in a sweep file") from None
     except yaml.YAMLError as exc:
         raise PRLFError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
     if not isinstance(doc, dict):
         raise PRLFError(f"{path}: expected a mapping with seeds, variants, datasets, ...")
     return doc
