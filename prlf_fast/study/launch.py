@@ -32,6 +32,7 @@ LOG_TAIL = 64 * 1024  # of a failed cell's log, the part searched for its error
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 STOP_GRACE_S = 60  # how long a stopped local cell has to save its checkpoint
 SLURM_POLL_S = 10  # at most this long between two squeue calls while waiting for the array
+SLURM_MAX_TIMEOUTS = 3  # time-limit requeues of one cell (submitit's default); preemptions are not counted
 
 
 @dataclasses.dataclass
@@ -79,15 +80,21 @@ def log_tail(path: str, limit: int = LOG_TAIL) -> str:
         return ""
 
 
+def _log_lines(stderr: str) -> list:
+    return [line.strip() for line in log_tail(stderr).splitlines() if line.strip()]
+
+
+def own_error(stderr: str) -> str | None:
+    """The last ``prlf-fast: ...`` line (the one-line error of ``prlf-fast train``) in the tail
+    of a cell's log ``stderr``, without the prefix; None when the cell wrote none (killed)."""
+    own = [line for line in _log_lines(stderr) if line.startswith("prlf-fast: ")]
+    return own[-1].removeprefix("prlf-fast: ").removeprefix("error: ") if own else None
+
+
 def cell_error(stderr: str, fallback: str) -> str:
-    """A failed cell's own error from the tail of its log ``stderr``: its last ``prlf-fast: ...``
-    line (the one-line error of ``prlf-fast train``), else the log's last line, else
-    ``fallback``."""
-    lines = [line.strip() for line in log_tail(stderr).splitlines() if line.strip()]
-    own = [line for line in lines if line.startswith("prlf-fast: ")]
-    if own:
-        return own[-1].removeprefix("prlf-fast: ").removeprefix("error: ")
-    return lines[-1] if lines else fallback
+    """A failed cell's own error (``own_error``), else its log's last line, else ``fallback``."""
+    lines = _log_lines(stderr)
+    return own_error(stderr) or (lines[-1] if lines else fallback)
 
 
 def _out(argv: list) -> str:
@@ -346,7 +353,7 @@ class Sweep:
             executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN)
             return executor
         try:
-            executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+            executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=SLURM_MAX_TIMEOUTS)
         except RuntimeError as exc:  # submitit's "Could not detect srun"
             raise PRLFError(f"--executor slurm: {exc}") from None
         params = dict(name="prlf-sweep", timeout_min=self.rt.time_min, cpus_per_task=self.rt.cpus,
@@ -436,8 +443,10 @@ class Sweep:
                 if is_finished(_out(argvs[key])):
                     self._ended(key, job, argvs[key], None, n_done, len(jobs))
                     continue
-                state = self._final_states(array_id).get(job.job_id, "unknown")
-                self._failed(key, job, f"ended without a result (Slurm state: {state})", n_done, len(jobs))
+                # a killed task wrote no error of its own: the last line of its log would mislead
+                error = own_error(str(job.paths.stderr)) or \
+                    f"ended without a result (Slurm state: {self._final_states(array_id).get(job.job_id, 'unknown')})"
+                self._failed(key, job, error, n_done, len(jobs))
 
     def _final_states(self, array_id: str) -> dict:
         """sacct's states of the array's tasks; {} on a cluster without accounting (one note)."""
