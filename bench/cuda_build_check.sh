@@ -59,6 +59,8 @@ read -r TORCH_CUDA < <("$PY" -c "import torch; print(torch.version.cuda)")
 # A fresh copy of the tree's files (tracked, and untracked ones git does not ignore), so that the
 # build writes nothing into this tree (whose extension is built for another torch).
 SRC=$VENV/src
+ROOT=$PWD
+STAMP=$(bash bench/cuda_build_tree.sh)  # the files checked: the copy is made from them now
 rm -rf "$SRC"
 mkdir -p "$SRC"
 git ls-files -z --cached --others --exclude-standard | xargs -0 -I{} sh -c '[ -e "{}" ] && printf "%s\0" "{}"' \
@@ -137,7 +139,8 @@ if [[ $STEPS == *" dry-run "* ]]; then
   rm -rf "$dry_out"
 fi
 
-# The stamp .ci/run compares with (bench/cuda_build_tree.sh): commit it with the change it checked.
-bash bench/cuda_build_tree.sh >bench/results/cuda_build_check.tree
+# The stamp .ci/run compares with (bench/cuda_build_tree.sh), written into this tree (not the
+# copy): commit it with the change it checked.
+echo "$STAMP" >"$ROOT/bench/results/cuda_build_check.tree"
 echo
 echo "=== cuda_build_check: ok (torch $TORCH, $((SECONDS - START)) s); wrote bench/results/cuda_build_check.tree"
