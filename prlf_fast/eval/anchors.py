@@ -42,13 +42,19 @@ def headroom(mae: dict) -> float | None:
     return None if room < HEADROOM_EPS else (best_fixed - mae[RULE]) / room
 
 
+def per_sample_best(preds: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Of candidate predictions ``preds`` (C, N), per sample the one with the lowest |ŷ − y|
+    (ties: the first), (N,); and the errors (C, N) in float64."""
+    err = (preds.double() - label.double()).abs()
+    return preds.gather(0, err.argmin(dim=0, keepdim=True))[0], err
+
+
 def record(outputs: dict, name, label, dataset: str) -> dict:
     """Metrics of every column for case ``name`` of ``evaluate.collect``'s ``outputs`` (as
     ``fuse_all`` names them), the headroom share, and ``rule_best_share``: the share of samples
     whose prediction with the run's rule is (one of) the per-sample best."""
     preds = torch.stack([outputs[name]["prediction"]] + [outputs[(name, m)]["prediction"] for m in MODALITIES])
-    err = (preds.double() - label.double()).abs()                       # (4, N)
-    best = preds.gather(0, err.argmin(dim=0, keepdim=True))[0]
+    best, err = per_sample_best(preds, label)                           # (N,), (4, N)
     metrics = {c: mmsa_metrics(p, label, dataset) for c, p in zip(COLUMNS, [*preds, best])}
     return {"metrics": metrics, "headroom": headroom({c: m["MAE"] for c, m in metrics.items()}),
             "rule_best_share": float((err[0] <= err.min(dim=0).values).double().mean())}

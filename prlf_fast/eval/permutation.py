@@ -7,7 +7,8 @@ On the frozen model and the evaluation's own inputs (each intra rate and mask se
 configuration), the reliability scores s (N, 3) are permuted across the test samples that share a
 present-modality pattern, so presence is never shuffled; AMRE's weights softmax(s/τ), the dominant
 modality and the stream order are recomputed from the permuted scores, then ProgInteract and the
-head run again on the same encodings (each batch is encoded once for all permutations). K
+head run again on the same encodings (each batch is encoded once for all permutations, after one
+pass that collects the scores the permutations draw from). K
 permutations (seeded) give the null distribution of each metric. Reported per case: the clean
 metric, the mean over permutations, the gap clean − permuted, and the one-sided permutation
 p-value (1 + #{k: permuted k at least as good as clean}) / (K + 1) (Phipson & Smyth 2010: never 0).
@@ -27,12 +28,11 @@ import torch
 from prlf_fast.config import MODALITIES
 from prlf_fast.data import missing
 from prlf_fast.eval import robustness
-from prlf_fast.eval.anchors import acc2_key
+from prlf_fast.eval.anchors import acc2_key, per_sample_best
 from prlf_fast.metrics import mmsa_metrics
 
 DEFAULT_K = 100
 CLEAN, ORACLE = "clean", "oracle"
-_LOWER_IS_BETTER = {"MAE": True}
 
 
 def draw_permutations(present: torch.Tensor, k: int, rng: np.random.Generator) -> torch.Tensor:
@@ -71,11 +71,10 @@ def _permuted_fuse(model, scores: dict, perms: dict):
     return fuse
 
 
-def _own_scores(model, split, run_batch_for, cases, batch_size, device, amp) -> dict:
-    """``{case: (N, 3) scores, (case, "present"): (N, 3)}`` of the model's own rule."""
+def _own_scores(model, split, run_batch_for, batch_size, device, amp) -> dict:
+    """``{case: {"scores": (N, 3), "present": (N, 3)}}`` of the model's own rule."""
     fuse = lambda name, hidden, present, idx: {name: model.fuse(hidden, present)}  # noqa: E731
-    out = robustness.collect(model, split, run_batch_for(fuse), batch_size, device, amp, ("scores", "present"))
-    return {c: out[c] for c in cases}
+    return robustness.collect(model, split, run_batch_for(fuse), batch_size, device, amp, ("scores", "present"))
 
 
 def _case_metrics(out: dict, name, k: int, label, dataset: str) -> dict:
@@ -87,9 +86,8 @@ def _case_metrics(out: dict, name, k: int, label, dataset: str) -> dict:
         return {"MAE": m["MAE"], acc: m[acc]}
 
     clean = out[(name, CLEAN)]["prediction"]
-    candidates = torch.stack([clean] + [out[(name, ORACLE, m)]["prediction"] for m in range(len(MODALITIES))])
-    err = (candidates.double() - label.double()).abs()
-    oracle = candidates.gather(0, err.argmin(dim=0, keepdim=True))[0]
+    oracle, _ = per_sample_best(torch.stack([clean] + [out[(name, ORACLE, m)]["prediction"]
+                                                        for m in range(len(MODALITIES))]), label)
     perm = [two(out[(name, i)]["prediction"]) for i in range(k)]
     return {"clean": two(clean), "permuted": {key: [p[key] for p in perm] for key in perm[0]},
             "oracle": two(oracle)}
@@ -103,7 +101,7 @@ def _summary(cases: list) -> dict:
         clean = float(np.mean([c["clean"][key] for c in cases]))
         permuted = np.mean([c["permuted"][key] for c in cases], axis=0)  # (K,)
         oracle = float(np.mean([c["oracle"][key] for c in cases]))
-        as_good = permuted <= clean if _LOWER_IS_BETTER.get(key) else permuted >= clean
+        as_good = permuted <= clean if key == "MAE" else permuted >= clean  # MAE: lower is better
         out[key] = {"clean": clean, "permuted": float(permuted.mean()), "gap": float(np.mean(clean - permuted)),
                     "p": float((1 + as_good.sum()) / (len(permuted) + 1)), "oracle": oracle,
                     "oracle_gap": clean - oracle}
@@ -125,7 +123,7 @@ def permutation_test(model, split, dataset: str, rates, seeds, k: int = DEFAULT_
     per_case = {}
 
     def run(cases, run_batch_for):
-        scores = _own_scores(model, split, run_batch_for, cases, batch_size, device, amp)
+        scores = _own_scores(model, split, run_batch_for, batch_size, device, amp)
         perms = {c: draw_permutations(scores[c]["present"], k, rng) for c in cases}
         out = robustness.collect(model, split, run_batch_for(_permuted_fuse(
             model, {c: scores[c]["scores"] for c in cases}, perms)), batch_size, device, amp, ("prediction",))
