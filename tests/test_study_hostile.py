@@ -99,23 +99,27 @@ def test_a_slurm_cell_is_done_by_its_directory_not_by_a_result_pickle(tmp_path, 
         def result(self):
             raise AssertionError("the job's result pickle was read")
 
-    jobs = [Job(folder, f"7_{i}") for i in range(2)]
+    jobs = [Job(folder, f"7_{i}") for i in range(3)]
     for job in jobs:
         _plant(job, tmp_path / "code-ran")
+    jobs[2].paths.stderr.write_text("epoch 1/2\n")  # killed: no error line of its own
     monkeypatch.setattr(launch.slurm, "submit_array", lambda executor, calls: jobs)
     monkeypatch.setattr(launch.slurm, "queued", lambda array_id: set())
-    monkeypatch.setattr(launch.slurm, "final_states", lambda array_id: {"7_1": "FAILED"})
+    monkeypatch.setattr(launch.slurm, "final_states", lambda array_id: {"7_1": "FAILED", "7_2": "FAILED"})
     monkeypatch.setattr(launch, "SLURM_POLL_S", 0)
     done = tmp_path / "done"
     done.mkdir()
     (done / "results.json").write_text(json.dumps(_results()))
     (done / "report.md").write_text("# report\n")
     sweep = _sweep(tmp_path, executor="slurm")
-    sweep._run_slurm([("a", ["train", "--out", str(done)]), ("b", ["train", "--out", str(tmp_path / "none")])], 1)
+    sweep._run_slurm([("a", ["train", "--out", str(done)]), ("b", ["train", "--out", str(tmp_path / "none")]),
+                      ("c", ["train", "--out", str(tmp_path / "none2")])], 1)
     cells = sweep.record["cells"]
     assert cells["a"]["status"] == "done" and cells["a"]["seconds"] is None
-    assert cells["b"] == {"status": "failed", "error": "ended without a result (Slurm state: FAILED)",
-                          "log": str(jobs[1].paths.stderr)}
+    assert cells["b"] == {"status": "failed", "error": "the cell's own error", "log": str(jobs[1].paths.stderr)}
+    assert cells["c"] == {"status": "failed", "error": "ended without a result (Slurm state: FAILED)",
+                          "log": str(jobs[2].paths.stderr)}
+    assert not (tmp_path / "code-ran").exists()
 
 
 @pytest.mark.parametrize("damage", ["no report", "not json", "a list", "symlink", "fifo"])
