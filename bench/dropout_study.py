@@ -80,7 +80,8 @@ def main() -> None:
         print("| setting | seeds | intra average | − baseline | inter average | − baseline |")
         print("|---|---|---|---|---|---|")
         for setting, row in table.items():
-            cells = [f"{row[q]['mean']:.4f} ± {row[q]['std'] or 0:.4f} | {_ci(row[q]['vs'])}" for q in ("intra", "inter")]
+            cells = [f"{row[q]['mean']:.4f}" + ("" if row[q]["std"] is None else f" ± {row[q]['std']:.4f}")
+                     + f" | {_ci(row[q]['vs'])}" for q in ("intra", "inter")]
             print(f"| {setting} | {row['intra']['n']} | " + " | ".join(cells) + " |")
     choice, why = decide(tables, args.baseline)
     print(f"\nDecision: {choice}. {why}.")
