@@ -21,6 +21,9 @@ PRESETS = {
                  vision_len=55, neutral_band=0.1, label_range=1.0),
 }
 TEXT_ENCODERS = ("features", "bert")
+# Op backends (prlf_fast.ops.registry), and what --backend takes: "auto" is an alias of "fast".
+BACKENDS = ("reference", "fast", "triton")
+BACKEND_CHOICES = ("fast", "auto", "reference", "triton")
 # Ablation switches (docs/design.md §4.6): how AMRE forms the reliability score, and the anchor rule.
 RELIABILITY_MODES = ("amre", "confidence", "fisher", "uniform")
 ANCHORS = ("adaptive", *MODALITIES)
@@ -240,5 +243,25 @@ class TrainConfig:
         return new < old if self.select_metric in LOWER_IS_BETTER else new > old
 
     @classmethod
+    def preset(cls, dataset: str, synthetic: bool = False, **settings) -> "TrainConfig":
+        """``dataset``'s training defaults (``TRAIN_PRESETS``; ``SYNTHETIC_EPOCHS`` on a synthetic
+        set) with ``settings`` over them; an unknown setting is a ValueError naming it."""
+        if dataset not in TRAIN_PRESETS:
+            raise ValueError(f"unknown preset {dataset!r}; expected one of {sorted(TRAIN_PRESETS)}")
+        defaults = {**TRAIN_PRESETS[dataset], **({"epochs": SYNTHETIC_EPOCHS} if synthetic else {})}
+        return from_dict(cls, {**defaults, **settings}, "training setting")
+
+    @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         return from_dict(cls, d, "training setting")
+
+
+# Training defaults per dataset preset; a synthetic set trains for fewer epochs.
+TRAIN_PRESETS = {
+    "mosi": dict(epochs=30, batch_size=32, lr=5e-4),
+    "mosei": dict(epochs=15, batch_size=64, lr=5e-4),
+    "sims": dict(epochs=30, batch_size=32, lr=5e-4),
+}
+SYNTHETIC_EPOCHS = 12
+# The training settings a run may be given: TrainConfig's fields.
+TRAIN_OPTIONS = tuple(f.name for f in dataclasses.fields(TrainConfig))

@@ -16,9 +16,14 @@ from test_cli_train_eval import TINY_MODEL, assert_clean_error, run_cli
 from prlf_fast.metrics import metric_names
 from prlf_fast.study import launch
 from prlf_fast.study.spec import SweepSpec
+from prlf_fast.train.spec import RunSpec
 
 TINY = ["--seeds", "1", "--synthetic", "32,16,16", "--train", "epochs=1", "--train", "batch_size=16", *TINY_MODEL,
         "--rates", "0.0", "0.5", "--mask-seeds", "0", "--device", "cpu"]
+
+
+def _todo(key: str, out) -> launch.Cell:
+    return launch.Cell(key, str(out), RunSpec(), "cpu", "fast", False)
 
 
 def _results(dataset="mosi") -> dict:
@@ -86,7 +91,7 @@ def test_a_planted_result_pickle_of_a_local_cell_is_never_loaded(tmp_path):
 
     sweep = _sweep(tmp_path)
     sweep.executor = Executor()
-    sweep._run_local([("mosi/full/seed1", ["train", "--out", str(tmp_path / "cell")])], [None], 1)
+    sweep._run_local([_todo("mosi/full/seed1", tmp_path / "cell")], [None], 1)
     assert not marker.exists()
     assert sweep.record["cells"]["mosi/full/seed1"]["status"] == "failed"
     assert sweep.record["cells"]["mosi/full/seed1"]["error"] == "the cell's own error"
@@ -112,8 +117,7 @@ def test_a_slurm_cell_is_done_by_its_directory_not_by_a_result_pickle(tmp_path, 
     (done / "results.json").write_text(json.dumps(_results()))
     (done / "report.md").write_text("# report\n")
     sweep = _sweep(tmp_path, executor="slurm")
-    sweep._run_slurm([("a", ["train", "--out", str(done)]), ("b", ["train", "--out", str(tmp_path / "none")]),
-                      ("c", ["train", "--out", str(tmp_path / "none2")])], 1)
+    sweep._run_slurm([_todo("a", done), _todo("b", tmp_path / "none"), _todo("c", tmp_path / "none2")], 1)
     cells = sweep.record["cells"]
     assert cells["a"]["status"] == "done" and cells["a"]["seconds"] is None
     assert cells["b"] == {"status": "failed", "error": "the cell's own error", "log": str(jobs[1].paths.stderr)}
@@ -482,10 +486,11 @@ def test_variants_may_carry_training_settings(tmp_path, capsys):
     variants = ["--variant", "p01:modality_dropout=0.1",
                 "--variant", "subset:modality_dropout=0.3,modality_dropout_scheme=subset,d_model=8"]
     spec = SweepSpec.from_args(seeds=[1], variants=variants[1::2], train=["modality_dropout=0.2", "epochs=1"])
-    argv = spec.train_argv(str(tmp_path), spec.datasets[0], "subset", 1)
+    run = spec.run_spec(str(tmp_path), spec.datasets[0], "subset", 1)
+    assert run.train["modality_dropout"] == 0.3 and run.train["modality_dropout_scheme"] == "subset"
+    assert run.model == {"d_model": 8}  # the dropout settings are not model overrides
+    argv = run.argv()
     assert argv[argv.index("--modality-dropout") + 1] == "0.3" and argv.count("--modality-dropout") == 1
-    assert argv[argv.index("--modality-dropout-scheme") + 1] == "subset" and "d_model=8" in argv
-    assert not any(a.startswith("modality_dropout") for a in argv)  # not a model override
 
     sweep = tmp_path / "sweep"
     code, _, err = run_cli(capsys, "sweep", "--out", sweep, *TINY, "--parallel", "2", *variants)

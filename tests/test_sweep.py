@@ -17,6 +17,7 @@ from test_cli_train_eval import TINY_MODEL, assert_clean_error, run_cli
 
 from prlf_fast.study import aggregate, launch
 from prlf_fast.study.spec import Dataset, SweepSpec, parse_variant
+from prlf_fast.train.spec import RunSpec
 
 GRID = ["--seeds", "1", "2", "--variant", "full:", "--variant", "noalign:lambda_align=0",
         "--synthetic", "32,16,16", "--train", "epochs=2", "--train", "batch_size=16",
@@ -118,12 +119,17 @@ def test_grid_from_options_and_yaml(tmp_path):
     assert spec.train == {"epochs": 4, "amp": False, "lr": 0.001}
     synth, varying = spec.datasets
     assert synth.synthetic == [40, 10, 10] and varying.data == str(tmp_path / "v.pkl")
-    argv = spec.train_argv(str(tmp_path / "sw"), varying, "fixed_text", 5)
-    assert argv[:5] == ["train", "--dataset", "mosi", "--seed", "5"]
-    assert argv[argv.index("--out") + 1] == str(tmp_path / "sw" / "cells" / "varying" / "fixed_text" / "seed5")
-    assert argv[argv.index("--data") + 1] == str(tmp_path / "sw" / "data" / "varying")  # the converted cache
+    run = spec.run_spec(str(tmp_path / "sw"), varying, "fixed_text", 5)
+    assert (run.dataset, run.train["seed"], run.synthetic) == ("mosi", 5, None)
+    assert launch.cell_dir(str(tmp_path / "sw"), "varying", "fixed_text", 5) == \
+        str(tmp_path / "sw" / "cells" / "varying" / "fixed_text" / "seed5")
+    assert run.data == str(tmp_path / "sw" / "data" / "varying")  # the converted cache
+    assert run.train == {"epochs": 4, "amp": False, "lr": 0.001, "seed": 5}
+    assert run.model == {"d_model": 32, "anchor": "text"}
+    argv = run.argv()
     assert "--no-amp" in argv and ["--epochs", "4"] == argv[argv.index("--epochs"):argv.index("--epochs") + 2]
     assert "d_model=32" in argv and "anchor=text" in argv
+    assert spec.run_spec(str(tmp_path / "sw"), synth, "full", 5).synthetic == (40, 10, 10)
     assert SweepSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
 
 
@@ -200,7 +206,8 @@ def test_sigterm_stops_the_running_local_cells(tmp_path, monkeypatch):
     timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM))
     timer.start()
     with pytest.raises(KeyboardInterrupt):
-        sweep._run_local([("a", []), ("b", []), ("c", [])], [None, None], 1)
+        sweep._run_local([launch.Cell(k, str(tmp_path / k), RunSpec(), "cpu", "fast", False) for k in "abc"],
+                         [None, None], 1)
     timer.join()
     assert len(sweep.executor.jobs) == 2 and all(j.cancelled for j in sweep.executor.jobs)
     assert signal.getsignal(signal.SIGTERM) is before

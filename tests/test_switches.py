@@ -165,12 +165,12 @@ def test_triton_backend_honours_the_switch(switches):
 
 def test_switches_are_settable_from_the_command_line():
     from prlf_fast.cli import build_parser
-    from prlf_fast.cli.train import new_config
+    from prlf_fast.cli.train import run_spec
 
     args = build_parser().parse_args(["train", "--set", "reliability=uniform", "--set", "anchor=text",
                                       "--set", "gate_streams=false", "--set", "n_interact=0"])
-    model = new_config(args)["model"]
+    model = run_spec(args).config()["model"]
     assert (model["reliability"], model["anchor"], model["gate_streams"], model["n_interact"]) == \
         ("uniform", "text", False, 0)
     with pytest.raises(ValueError, match="anchor='lang'"):
-        new_config(build_parser().parse_args(["train", "--set", "anchor=lang"]))
+        run_spec(build_parser().parse_args(["train", "--set", "anchor=lang"])).config()

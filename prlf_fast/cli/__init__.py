@@ -6,18 +6,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
-import signal
 import sys
-import threading
 
-from prlf_fast.errors import PRLFError
+from prlf_fast.errors import reported
 from prlf_fast.provenance import set_command
 from prlf_fast.threads import configure_openmp
-
-# Errors that mean "bad input" or a failing environment (any OSError: a full disk, an I/O
-# error; its message names the file), not "bug": one line, exit 2, traceback only with --debug.
-USER_ERRORS = (PRLFError, OSError, ValueError)
-
 
 class Parser(argparse.ArgumentParser):
     """An argument error is one line naming the command's help, and exit code 2."""
@@ -50,38 +43,13 @@ def printable_streams() -> None:
             stream.reconfigure(errors="backslashreplace")
 
 
-def _terminate(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv=None) -> int:
-    """Run one sub-command. SIGTERM stops it as SIGINT does (the trainer saves a checkpoint to
-    resume from; any command unwinds, leaving no partial output): one line, exit 130. Bounds the
-    OpenMP spin-wait before any sub-command imports torch (``prlf_fast.threads``)."""
+    """Run one sub-command (``prlf_fast.errors.reported``: one line and exit 2 for bad input,
+    SIGTERM as SIGINT, exit 130). Bounds the OpenMP spin-wait before any sub-command imports
+    torch (``prlf_fast.threads``)."""
     configure_openmp()
     printable_streams()
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
-    try:
-        return _run(argv)
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def _run(argv) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     set_command(argv)
-    try:
-        return int(args.func(args) or 0)
-    except USER_ERRORS as exc:
-        if args.debug:
-            raise
-        print(f"prlf-fast: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("prlf-fast: interrupted", file=sys.stderr)
-        return 130
-
+    return reported(lambda: args.func(args), args.debug)

@@ -2,7 +2,7 @@
 dominant modality; per modality presence, confidence, Fisher information, reliability weight)."""
 from __future__ import annotations
 
-from prlf_fast.cli.train import add_threads_option, rate_list
+from prlf_fast.cli.train import add_backend_option, add_threads_option, missing_rate
 from prlf_fast.config import MODALITIES
 
 
@@ -21,15 +21,14 @@ def register(sub) -> None:
     p.add_argument("--data", help="MMSA pickle (labels optional) or converted cache (default: the run's own data)")
     p.add_argument("--split", default="test", choices=("train", "valid", "test"), help="split to predict (test)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--intra", type=rate_list, metavar="RATE",
+    g.add_argument("--intra", type=missing_rate, metavar="RATE",
                    help="intra-modality missing rate (the evaluation's masks for --mask-seed)")
     g.add_argument("--drop", metavar="MODALITIES", help="drop whole modalities, e.g. text,audio")
     p.add_argument("--mask-seed", type=int, help="mask seed of --intra (default 0)")
     p.add_argument("--out", required=True, help="output CSV file")
     p.add_argument("--batch-size", type=int, help="batch size (default: the run's evaluation batch size)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--backend", default="fast", choices=("fast", "auto", "reference", "triton"),
-                   help="model implementation (default: fast)")
+    add_backend_option(p)
     add_threads_option(p)
     p.set_defaults(func=run)
 

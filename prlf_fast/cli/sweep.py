@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from prlf_fast.cli.train import rate_list
+from prlf_fast.cli.train import add_backend_option, missing_rate
 
 
 def _sizes(text: str) -> list:
@@ -39,7 +39,7 @@ def register(sub) -> None:
                    help="a training setting of every cell, e.g. epochs=5 (repeatable)")
     g.add_argument("--set", dest="model_set", action="append", default=[], metavar="KEY=VALUE",
                    help="a PRLFConfig override of every variant (repeatable)")
-    g.add_argument("--rates", type=rate_list, nargs="+", metavar="R", help="evaluation missing rates")
+    g.add_argument("--rates", type=missing_rate, nargs="+", metavar="R", help="evaluation missing rates")
     g.add_argument("--mask-seeds", type=int, nargs="+", metavar="S", help="evaluation mask seeds (default 0 1 2)")
     g.add_argument("--reference", help="variant the others are compared with (default full, else the first)")
     r = p.add_argument_group("how cells run")
@@ -50,7 +50,7 @@ def register(sub) -> None:
     r.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads per cell (default: cores / cells at once; Slurm: --cpus)")
     r.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    r.add_argument("--backend", default="fast", choices=("fast", "auto", "reference", "triton"))
+    add_backend_option(r)
     r.add_argument("--tensorboard", action="store_true", help="TensorBoard event files in every cell")
     r.add_argument("--no-wait", dest="wait", action="store_false",
                    help="slurm: submit and return (build the report later with --report)")

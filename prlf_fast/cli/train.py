@@ -2,26 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
-from prlf_fast.config import PRESETS, PRLFConfig
-from prlf_fast.errors import PRLFError
-
-# Training defaults per dataset preset; the embedded synthetic set trains for fewer epochs.
-TRAIN_PRESETS = {
-    "mosi": dict(epochs=30, batch_size=32, lr=5e-4),
-    "mosei": dict(epochs=15, batch_size=64, lr=5e-4),
-    "sims": dict(epochs=30, batch_size=32, lr=5e-4),
-}
-SYNTHETIC_EPOCHS = 12
-# CLI option -> TrainConfig field, for options that shape the run (saved in config.json).
-TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "warmup", "grad_clip", "seed",
-                 "train_missing", "modality_dropout", "modality_dropout_scheme", "select_rate", "select_seed",
-                 "select_metric", "patience", "amp", "eval_batch_size")
+from prlf_fast.config import BACKEND_CHOICES, PRESETS, TRAIN_OPTIONS
 
 
-def rate_list(text: str) -> float:
+def missing_rate(text: str) -> float:
     value = float(text)
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"missing rate {value} is not in [0, 1)")
@@ -30,12 +16,15 @@ def rate_list(text: str) -> float:
 
 def add_device_options(p) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--backend", default="fast", choices=("fast", "auto", "reference", "triton"),
-                   help="model implementation (default: fast)")
-    p.add_argument("--rates", type=rate_list, nargs="+", metavar="R",
+    add_backend_option(p)
+    p.add_argument("--rates", type=missing_rate, nargs="+", metavar="R",
                    help="intra-modality missing rates to evaluate (default 0.0 0.1 … 0.9)")
     p.add_argument("--seeds", type=int, nargs="+", metavar="S", help="mask seeds to evaluate (default 0 1 2)")
     add_threads_option(p)
+
+
+def add_backend_option(p) -> None:
+    p.add_argument("--backend", default="fast", choices=BACKEND_CHOICES, help="model implementation (default: fast)")
 
 
 def add_threads_option(p) -> None:
@@ -88,93 +77,39 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def model_overrides(args) -> dict:
-    out = {}
-    for item in args.model_set:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
+def run_spec(args) -> "RunSpec":
+    """The run the options describe (only what was given explicitly; the rest is defaults)."""
+    from prlf_fast.train.spec import RunSpec, parse_pairs
+
+    model = parse_pairs(args.model_set, "--set")
     if args.text_encoder:
-        out["text_encoder"] = args.text_encoder
+        model["text_encoder"] = args.text_encoder
     if args.bert_path:
-        out["bert_path"] = os.path.abspath(args.bert_path)
-    return out
+        model["bert_path"] = os.path.abspath(args.bert_path)
+    return RunSpec(dataset=args.dataset, data=args.data, synthetic=synthetic_sizes(args.synthetic),
+                   train={k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None},
+                   model=model, rates=args.rates, mask_seeds=args.seeds)
 
 
-def synthetic_sizes(text: str | None) -> dict | None:
-    from prlf_fast.data.runs import SYNTHETIC_DEFAULT
-
+def synthetic_sizes(text: str | None) -> tuple | None:
     if text is None:
         return None
     try:
-        n = [int(v) for v in text.split(",")]
+        n = tuple(int(v) for v in text.split(","))
     except ValueError:
-        n = []
+        n = ()
     if len(n) != 3 or min(n) < 1:
         raise ValueError(f"--synthetic {text!r}: expected three positive sizes TRAIN,VALID,TEST")
-    return {**SYNTHETIC_DEFAULT, "n_train": n[0], "n_valid": n[1], "n_test": n[2]}
-
-
-def explicit_train(args) -> dict:
-    return {k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None}
-
-
-def new_config(args) -> dict:
-    from prlf_fast.config import TrainConfig
-    from prlf_fast.eval.robustness import DEFAULT_SEEDS
-    from prlf_fast.data.runs import data_spec
-    from prlf_fast.train.run import run_config
-
-    dataset = args.dataset or "mosi"
-    if args.data is not None and args.synthetic is not None:
-        raise ValueError("--synthetic only applies without --data")
-    model_cfg = PRLFConfig.preset(dataset, **model_overrides(args))
-    defaults = dict(TRAIN_PRESETS[dataset])
-    if args.data is None:
-        defaults["epochs"] = SYNTHETIC_EPOCHS
-    train_cfg = TrainConfig(**{**defaults, **explicit_train(args)})
-    return run_config(model_cfg, train_cfg, data_spec(args.data, synthetic_sizes(args.synthetic)),
-                      args.rates, args.seeds or list(DEFAULT_SEEDS))
-
-
-def resumed_config(args, saved: dict) -> dict:
-    """The saved config; an option given now that contradicts it is an error."""
-    conflicts = [f"--{k.replace('_', '-')} {v!r} (run has {saved['train'].get(k)!r})"
-                 for k, v in explicit_train(args).items() if saved["train"].get(k) != v]
-    conflicts += [f"--set {k}={v!r} (run has {saved['model'].get(k)!r})"
-                  for k, v in model_overrides(args).items() if saved["model"].get(k) != v]
-    if args.dataset and args.dataset != saved["model"]["dataset"]:
-        conflicts.append(f"--dataset {args.dataset} (run has {saved['model']['dataset']})")
-    if args.data and os.path.abspath(args.data) != saved["data"]["path"]:
-        conflicts.append(f"--data {args.data} (run has {saved['data']['path']})")
-    if conflicts:
-        raise PRLFError("--resume keeps the run's saved config; these options contradict it: "
-                        + "; ".join(conflicts))
-    if args.rates or args.seeds:
-        saved = {**saved, "eval": {"rates": args.rates or saved["eval"]["rates"],
-                                   "seeds": args.seeds or saved["eval"]["seeds"]}}
-    return saved
+    return n
 
 
 def run(args) -> int:
-    from prlf_fast.io.rundir import RunDir
-    from prlf_fast.report.tensorboard import check_available
     from prlf_fast.threads import apply_threads
-    from prlf_fast.train import distributed
-    from prlf_fast.train.run import train
+    from prlf_fast.train.spec import start
 
     apply_threads(args.threads)
-    if args.tensorboard:
-        check_available()
     out = args.out or os.path.join("runs", f"{args.dataset or 'mosi'}-seed{args.seed or 1}")
-    run_dir = RunDir(out)
-    config = resumed_config(args, run_dir.read_config()) if args.resume else new_config(args)
-    device = distributed.device_for(args.device)
-    state = train(run_dir, config, device, args.backend, args.resume, evaluate=args.evaluate,
+    config, state = start(run_spec(args), out, args.device, args.backend, args.resume, evaluate=args.evaluate,
                   tensorboard=args.tensorboard)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"run directory: {out} (best epoch {state['best_epoch']}, "

@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-BACKENDS = ("reference", "fast", "triton")
+from prlf_fast.config import BACKENDS
 _SELECTORS: dict[str, Callable] = {}
 
 

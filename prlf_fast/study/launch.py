@@ -18,13 +18,16 @@ import time
 
 import submitit
 
-from prlf_fast.errors import PRLFError
+from prlf_fast.errors import PRLFError, reported
 from prlf_fast.io.atomic import write_json
 from prlf_fast.io.files import open_regular
 from prlf_fast.io.rundir import CONFIG
 from prlf_fast.study import slurm
 from prlf_fast.study.record import is_finished, lock, read_state
+from prlf_fast.provenance import set_command
 from prlf_fast.study.spec import SWEEP_FILE, SweepSpec, cell_dir, cell_key, data_path
+from prlf_fast.threads import apply_threads, configure_openmp
+from prlf_fast.train.spec import RunSpec, start
 
 SUBMITIT = "submitit"
 LOCAL_TIMEOUT_MIN = 60 * 24 * 30  # submitit's local default (2 min) would kill every real cell
@@ -97,8 +100,16 @@ def cell_error(stderr: str, fallback: str) -> str:
     return own_error(stderr) or (lines[-1] if lines else fallback)
 
 
-def _out(argv: list) -> str:
-    return argv[argv.index("--out") + 1]
+@dataclasses.dataclass
+class Cell:
+    """One cell to run: its key, run directory and run, and how it runs here."""
+
+    key: str
+    out: str
+    spec: RunSpec
+    device: str
+    backend: str
+    tensorboard: bool
 
 
 def _own_session() -> None:
@@ -158,53 +169,41 @@ class CellJob(submitit.helpers.Checkpointable):
     """The job of one cell. On Slurm a timeout or preemption requeues it (submitit's
     ``Checkpointable``), and the requeued job resumes the cell from its last checkpoint."""
 
-    def __call__(self, argv: list, threads: int) -> None:
-        """Run (or resume) the cell ``argv`` with ``threads`` CPU threads. Its outcome is its run
-        directory (the controller never reads this job's result pickle)."""
+    def __call__(self, cell: Cell, threads: int) -> None:
+        """Run (or resume) ``cell`` with ``threads`` CPU threads, as ``prlf-fast train`` would
+        (its errors are one ``prlf-fast:`` line in this log). Its outcome is its run directory
+        (the controller never reads this job's result pickle)."""
         os.environ["OMP_NUM_THREADS"] = str(threads)  # before torch is imported in this process
+        configure_openmp()
         if os.environ.get("SUBMITIT_EXECUTOR") == "local":
             _own_session()
-        out = _out(argv)
-        if is_finished(out):  # e.g. a Slurm job requeued after it finished
+        if is_finished(cell.out):  # e.g. a Slurm job requeued after it finished
             return
-        from prlf_fast.cli import main
+        resume = os.path.isfile(os.path.join(cell.out, CONFIG))
+        argv = ["train", *cell.spec.argv(), "--out", cell.out, "--device", cell.device, "--backend", cell.backend,
+                "--threads", str(threads), *(["--tensorboard"] if cell.tensorboard else []),
+                *(["--resume"] if resume else [])]
+        set_command(argv)  # what the run's provenance records
 
-        argv = [*argv, "--threads", str(threads)]
-        if os.path.isfile(os.path.join(out, CONFIG)):
-            argv.append("--resume")
-        code = main(argv)
+        def run() -> None:
+            apply_threads(threads)
+            start(cell.spec, cell.out, cell.device, cell.backend, resume, tensorboard=cell.tensorboard)
+
+        code = reported(run)
         if code != 0:
             raise RuntimeError(f"prlf-fast {' '.join(argv)} exited with code {code} (its error is in this log)")
 
 
 # -- checks and data -------------------------------------------------------------------------
-def _parse(parser, argv: list):
-    """``parser.parse_args(argv)``; argparse's refusal (a usage message and exit) is a PRLFError."""
-    import io
-
-    stderr = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(stderr):
-            return parser.parse_args(argv)
-    except SystemExit:
-        lines = stderr.getvalue().strip().splitlines()
-        raise PRLFError(lines[-1].split("error: ", 1)[-1] if lines else "invalid arguments") from None
-
-
 def validate(spec: SweepSpec, sweep_dir: str) -> None:
     """Every (dataset, variant)'s settings as ``prlf-fast train`` checks them, before anything
     is written: unknown or bad ``--set``/training values fail here, once."""
-    from prlf_fast.cli import build_parser
-    from prlf_fast.cli.train import new_config
-
-    parser = build_parser()
     for d in spec.datasets:
         if d.data is not None and not os.path.exists(d.data):
             raise PRLFError(f"dataset {d.name}: {d.data}: no such file or directory")
         for variant in spec.variants:
-            argv = spec.train_argv(sweep_dir, d, variant, spec.seeds[0])
             try:
-                new_config(_parse(parser, argv))
+                spec.run_spec(sweep_dir, d, variant, spec.seeds[0]).config()
             except (PRLFError, ValueError) as exc:
                 raise PRLFError(f"dataset {d.name}, variant {variant}: {exc}") from None
 
@@ -315,8 +314,8 @@ class Sweep:
             if is_finished(out):
                 self.record["cells"][key] = {"status": "skipped (finished)"}
                 continue
-            argv = [*self.spec.train_argv(self.dir, d, v, s), "--device", device, "--backend", self.rt.backend]
-            todo.append((key, argv + (["--tensorboard"] if self.rt.tensorboard else [])))
+            todo.append(Cell(key, out, self.spec.run_spec(self.dir, d, v, s), device, self.rt.backend,
+                             self.rt.tensorboard))
         n_cells = len(self.spec.cells())
         self.log(f"sweep {self.dir}: {n_cells} cells, {n_cells - len(todo)} finished, {len(todo)} to run "
                  f"({self.rt.executor}, {self.record['parallel']} at once, {threads} thread(s) per cell, {device})")
@@ -330,11 +329,12 @@ class Sweep:
             self._save()
         return self.record
 
-    def _ended(self, key: str, job, argv: list, wall: float | None, n_done: int, n_all: int) -> None:
+    def _ended(self, cell: Cell, job, wall: float | None, n_done: int, n_all: int) -> None:
         """Record a cell whose job ended: done when its run directory holds committed results
         (``seconds``: submit to end on the controller's clock, local only), else failed with
         the error in its log. Nothing submitit wrote (result pickles) is read."""
-        if not is_finished(_out(argv)):
+        key = cell.key
+        if not is_finished(cell.out):
             self._failed(key, job, cell_error(str(job.paths.stderr), "ended without results"), n_done, n_all)
             return
         self.record["cells"][key] = {"status": "done", "seconds": None if wall is None else round(wall, 2)}
@@ -380,22 +380,22 @@ class Sweep:
                 for slot, gpu in enumerate(slots):
                     if slot in running or not pending:
                         continue
-                    key, argv = pending.pop(0)
+                    cell = pending.pop(0)
                     if gpu is None:
                         executor.update_parameters(gpus_per_node=0, visible_gpus=())
                     else:
                         executor.update_parameters(gpus_per_node=1, visible_gpus=(gpu,))
-                    running[slot] = (key, argv, _submit(executor, CellJob(), argv, threads), time.perf_counter())
-                for slot, (key, argv, job, t0) in list(running.items()):
+                    running[slot] = (cell, _submit(executor, CellJob(), cell, threads), time.perf_counter())
+                for slot, (cell, job, t0) in list(running.items()):
                     if job.done():
                         del running[slot]
                         n_done += 1
-                        self._ended(key, job, argv, time.perf_counter() - t0, n_done, len(todo))
+                        self._ended(cell, job, time.perf_counter() - t0, n_done, len(todo))
                 time.sleep(0.2)
         except KeyboardInterrupt:
             for sig in previous:
                 signal.signal(sig, signal.SIG_IGN)
-            jobs = [job for _, _, job, _ in running.values()]
+            jobs = [job for _, job, _ in running.values()]
             if jobs:
                 self.log(f"stopping: {len(jobs)} running cell(s) save a checkpoint to resume from")
             for job in jobs:
@@ -415,9 +415,9 @@ class Sweep:
         executor = self.executor
         if not todo:
             return
-        submitted = slurm.submit_array(executor, [(CellJob(), argv, threads) for _, argv in todo])
-        jobs = list(zip([key for key, _ in todo], submitted))
-        argvs = dict(todo)
+        submitted = slurm.submit_array(executor, [(CellJob(), cell, threads) for cell in todo])
+        jobs = list(zip([cell.key for cell in todo], submitted))
+        cells = {cell.key: cell for cell in todo}
         for key, job in jobs:
             self.record["cells"][key] = {"status": "submitted", "job": job.job_id}
         self._save()
@@ -440,8 +440,8 @@ class Sweep:
                     continue
                 del remaining[key]
                 n_done += 1
-                if is_finished(_out(argvs[key])):
-                    self._ended(key, job, argvs[key], None, n_done, len(jobs))
+                if is_finished(cells[key].out):
+                    self._ended(cells[key], job, None, n_done, len(jobs))
                     continue
                 # a killed task wrote no error of its own: the last line of its log would mislead
                 error = own_error(str(job.paths.stderr)) or \

@@ -1,28 +1,25 @@
 """What a sweep is: seeds × variants × datasets plus the settings every cell shares.
 
 A ``SweepSpec`` comes from the command line or a small YAML file, is saved in ``SWEEP/sweep.json``
-and turns each cell into the argument list of an ordinary ``prlf-fast train`` run whose
-directory is ``SWEEP/cells/<dataset>/<variant>/seed<S>``.
+and turns each cell into the ``RunSpec`` of an ordinary ``prlf-fast train`` run whose directory
+is ``SWEEP/cells/<dataset>/<variant>/seed<S>``.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import re
 
-from prlf_fast.config import PRESETS
+from prlf_fast.config import PRESETS, TRAIN_OPTIONS
 from prlf_fast.errors import PRLFError
 from prlf_fast.io.files import MiB, read_text
+from prlf_fast.train.spec import RunSpec, parse_pairs
 
 SWEEP_FILE = "sweep.json"
 CELLS, DATA = "cells", "data"
 # Training settings a sweep may fix for every cell (the seed is the grid's).
-TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup", "grad_clip", "train_missing",
-              "modality_dropout", "modality_dropout_scheme", "select_rate", "select_seed", "select_metric",
-              "patience", "amp", "eval_batch_size")
-_NO_FLAGS = {"train_missing": "--no-train-missing", "amp": "--no-amp"}  # booleans that default on
+TRAIN_KEYS = tuple(k for k in TRAIN_OPTIONS if k != "seed")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _YAML_KEYS = {"seeds", "variants", "datasets", "train", "set", "rates", "mask_seeds", "reference", "synthetic"}
 _DATASET_KEYS = {"preset", "data", "synthetic"}
@@ -105,25 +102,6 @@ def _check_name(kind: str, name: str) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
         raise PRLFError(f"{kind} name {name!r}: use letters, digits and . _ + - (it names a directory)")
     return name
-
-
-def parse_value(text: str):
-    """A ``KEY=VALUE`` value: JSON when it parses (numbers, true/false, lists), else the string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def parse_pairs(items, what: str) -> dict:
-    """``["k=v", ...]`` → ``{k: parsed v}``."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise PRLFError(f"{what} {item!r}: expected KEY=VALUE")
-        out[key.strip()] = parse_value(value.strip())
-    return out
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -298,29 +276,16 @@ class SweepSpec:
         the first seeds of every dataset and variant, not all seeds of the first ones."""
         return [(d, v, s) for s in self.seeds for d in self.datasets for v in self.variants]
 
-    def train_argv(self, sweep_dir: str, dataset: Dataset, variant: str, seed: int) -> list:
-        """The ``prlf-fast train`` arguments of a cell (without --resume and runtime options)."""
-        argv = ["train", "--dataset", dataset.preset, "--seed", str(seed), "--out", cell_dir(sweep_dir, dataset.name, variant, seed)]
-        if dataset.data is not None:
-            argv += ["--data", data_path(sweep_dir, dataset)]
-        elif dataset.synthetic:
-            argv += ["--synthetic", ",".join(str(int(n)) for n in dataset.synthetic)]
-        overrides = self.variants[variant]  # a variant's training settings replace the sweep's
-        train = {**self.train, **{k: v for k, v in overrides.items() if k in TRAIN_KEYS}}
+    def run_spec(self, sweep_dir: str, dataset: Dataset, variant: str, seed: int) -> RunSpec:
+        """The run of a cell; its directory is ``cell_dir``. A variant's training settings
+        replace the sweep's."""
+        overrides = self.variants[variant]
+        train = {**self.train, **{k: v for k, v in overrides.items() if k in TRAIN_KEYS}, "seed": seed}
         model = {**self.model, **{k: v for k, v in overrides.items() if k not in TRAIN_KEYS}}
-        for key, value in train.items():
-            if key in _NO_FLAGS:
-                argv += [] if value else [_NO_FLAGS[key]]
-            else:
-                argv += [f"--{key.replace('_', '-')}", str(value)]
-        for key, value in model.items():
-            plain = isinstance(value, str) and parse_value(value) == value  # reads back as itself
-            argv += ["--set", f"{key}={value if plain else json.dumps(value)}"]
-        if self.rates is not None:
-            argv += ["--rates", *map(str, self.rates)]
-        if self.mask_seeds is not None:
-            argv += ["--seeds", *map(str, self.mask_seeds)]
-        return argv
+        data = data_path(sweep_dir, dataset) if dataset.data is not None else None
+        synthetic = tuple(int(n) for n in dataset.synthetic) if data is None and dataset.synthetic else None
+        return RunSpec(dataset=dataset.preset, data=data, synthetic=synthetic, train=train, model=model,
+                       rates=self.rates, mask_seeds=self.mask_seeds)
 
 
 def cell_key(dataset: str, variant: str, seed: int) -> str:
