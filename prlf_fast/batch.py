@@ -26,20 +26,22 @@ class Batch:
     text_ids: torch.Tensor | None = None
 
     def __post_init__(self):
-        b = self.text.shape[0]
+        name, b = type(self).__name__, self.text.shape[0]
         for m in MODALITIES:
             x, mask = getattr(self, m), getattr(self, f"{m}_mask")
             if x.dim() != 3:
-                raise ValueError(f"Batch.{m} must be (B, L, d); got shape {tuple(x.shape)}")
+                raise ValueError(f"{name}.{m} must be (B, L, d); got shape {tuple(x.shape)}")
             if mask.shape != x.shape[:2]:
-                raise ValueError(f"Batch.{m}_mask shape {tuple(mask.shape)} does not match "
-                                 f"Batch.{m} shape {tuple(x.shape)} (expected {tuple(x.shape[:2])})")
+                raise ValueError(f"{name}.{m}_mask shape {tuple(mask.shape)} does not match "
+                                 f"{name}.{m} shape {tuple(x.shape)} (expected {tuple(x.shape[:2])})")
             if mask.dtype != torch.bool:
-                raise ValueError(f"Batch.{m}_mask must be bool; got {mask.dtype}")
+                raise ValueError(f"{name}.{m}_mask must be bool; got {mask.dtype}")
             if x.shape[0] != b:
-                raise ValueError(f"Batch.{m} has batch size {x.shape[0]}, Batch.text has {b}")
+                raise ValueError(f"{name}.{m} has batch size {x.shape[0]}, {name}.text has {b}")
         if self.label is not None and self.label.shape != (b,):
-            raise ValueError(f"Batch.label must be ({b},); got {tuple(self.label.shape)}")
+            raise ValueError(f"{name}.label must be ({b},); got {tuple(self.label.shape)}")
+        if self.text_ids is not None and self.text_ids.shape[0] != b:
+            raise ValueError(f"{name}.text_ids has batch size {self.text_ids.shape[0]}, {name}.text has {b}")
 
     @property
     def size(self) -> int:
@@ -51,7 +53,15 @@ class Batch:
     def mask(self, m: str) -> torch.Tensor:
         return getattr(self, f"{m}_mask")
 
-    def to(self, device, non_blocking: bool = False) -> "Batch":
-        return Batch(**{f.name: None if getattr(self, f.name) is None
-                        else getattr(self, f.name).to(device, non_blocking=non_blocking)
-                        for f in fields(self)})
+    def map(self, fn, cls=None):
+        """``fn`` applied to every tensor field (None stays None), as a ``cls`` (default: this
+        object's class)."""
+        return (cls or type(self))(**{f.name: None if getattr(self, f.name) is None else fn(getattr(self, f.name))
+                                      for f in fields(self)})
+
+    def to(self, device, non_blocking: bool = False):
+        return self.map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def rows(self, rows) -> "Batch":
+        """The samples ``rows`` (an index, a slice or a bool mask over B) as a ``Batch``."""
+        return self.map(lambda t: t[rows], Batch)

@@ -4,7 +4,6 @@ selection on the validation split at one missing rate, optional early stopping, 
 for ``--resume`` (at every epoch end, and at the current step when interrupted)."""
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import signal
@@ -27,11 +26,6 @@ from prlf_fast.model import PRLF
 from prlf_fast.profiling import nvtx_range
 from prlf_fast.train import distributed
 from prlf_fast.train.optim import build_optimizer
-
-
-def take(batch: Batch, rows) -> Batch:
-    return Batch(**{f.name: None if getattr(batch, f.name) is None else getattr(batch, f.name)[rows]
-                    for f in dataclasses.fields(batch)})
 
 
 class Trainer:
@@ -207,7 +201,7 @@ class Trainer:
         for i, batch, size in self._epoch_batches(epoch):
             batch = self._corrupt(batch, generator)
             if self.ctx.distributed:
-                batch = take(batch, self.ctx.shard(torch.arange(size, device=batch.text.device)))
+                batch = batch.rows(self.ctx.shard(torch.arange(size, device=batch.text.device)))
             losses = self._step(batch, size)
             sums = losses if sums is None else {k: sums[k] + losses[k] for k in sums}
             count += 1
