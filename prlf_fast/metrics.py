@@ -132,3 +132,8 @@ def mmsa_metrics(pred, label, dataset: str) -> dict:
     if not (np.all(np.isfinite(pred)) and np.all(np.isfinite(label))):
         raise ValueError("pred and label must be finite")
     return _sims(pred, label) if dataset == "sims" else _mosi(pred, label)
+
+
+def acc2_key(dataset: str) -> str:
+    """The binary accuracy the reports show: MMSA's ``Mult_acc_2`` on SIMS, ``Has0_acc_2`` else."""
+    return "Mult_acc_2" if dataset == "sims" else "Has0_acc_2"

@@ -28,8 +28,8 @@ import torch
 from prlf_fast.config import MODALITIES
 from prlf_fast.data import missing
 from prlf_fast.eval import robustness
-from prlf_fast.eval.anchors import acc2_key, per_sample_best
-from prlf_fast.metrics import mmsa_metrics
+from prlf_fast.eval.anchors import per_sample_best
+from prlf_fast.metrics import acc2_key, mmsa_metrics
 
 DEFAULT_K = 100
 CLEAN, ORACLE = "clean", "oracle"
@@ -143,30 +143,3 @@ def permutation_test(model, split, dataset: str, rates, seeds, k: int = DEFAULT_
         "inter": {"per_config": [{"config": robustness.inter_name(c), **_summary([per_case[c]])} for c in configs],
                   "average": _summary([per_case[c] for c in configs if c])},
     }
-
-
-def markdown(result: dict, dataset: str) -> list:
-    """report.md lines: one row per rate, configuration and average."""
-    acc = acc2_key(dataset)
-
-    def row(label, e):
-        cells = []
-        for key, scale, digits in (("MAE", 1, 4), (acc, 100, 2)):
-            v = e[key]
-            cells += [f"{v['clean'] * scale:.{digits}f}", f"{v['permuted'] * scale:.{digits}f}",
-                      f"{v['gap'] * scale:+.{digits}f} (p={v['p']:.3f})", f"{v['oracle_gap'] * scale:+.{digits}f}"]
-        return "| " + " | ".join([label, *cells]) + " |"
-
-    lines = ["## Reliability permutation test: do the scores drive the predictions?", "",
-             f"AMRE's scores permuted across test samples with the same present modalities, {result['k']} "
-             f"permutations (seed {result['seed']}); *gap* clean − permuted (MAE: negative means the "
-             "scores help; Acc-2 in %: positive), one-sided permutation p-value; *control*: clean − the "
-             "positive control (per sample the best of its own and each present modality's one-hot "
-             "score: sees the label, a bound).", "",
-             "| Case | MAE | MAE permuted | MAE gap | MAE control | Acc-2 | Acc-2 permuted | Acc-2 gap "
-             "| Acc-2 control |", "|---|" + "---|" * 8]
-    lines += [row(f"intra {e['rate']:.1f}", e) for e in result["intra"]["per_rate"]]
-    lines.append(row("**intra average**", result["intra"]["average"]))
-    lines += [row(f"inter {e['config']}", e) for e in result["inter"]["per_config"]]
-    lines += [row("**inter average (6)**", result["inter"]["average"]), ""]
-    return lines

@@ -173,7 +173,8 @@ def _stats(dicts: list) -> tuple[dict, dict]:
 
 
 def summarize_intra(records: list) -> dict:
-    """Mean and std over seeds at each rate; the average over rates (std over seeds of it)."""
+    """Mean and std over seeds at each rate; the average over rates (std over seeds of it); and
+    for records with the anchor diagnostics, theirs (``anchors.mean_record``)."""
     rates = sorted({r["rate"] for r in records})
     seeds = sorted({r["seed"] for r in records})
     per_rate = []
@@ -184,16 +185,26 @@ def summarize_intra(records: list) -> dict:
         per_rate.append({"rate": rate, "mean": mean, "std": std, "dominant_share": share})
     per_seed_avg = [_stats([r["metrics"] for r in records if r["seed"] == s])[0] for s in seeds]
     mean, std = _stats(per_seed_avg)
-    return {"rates": rates, "seeds": seeds, "per_rate": per_rate, "average": {"mean": mean, "std": std}}
+    out = {"rates": rates, "seeds": seeds, "per_rate": per_rate, "average": {"mean": mean, "std": std}}
+    if "anchors" in records[0]:  # per rate the mean over mask seeds; the average per seed, then over seeds
+        out["anchors"] = {
+            "per_rate": [{"rate": rate, **anchor_diag.mean_record([r["anchors"] for r in records if r["rate"] == rate])}
+                         for rate in rates],
+            "average": anchor_diag.mean_record([anchor_diag.mean_record([r["anchors"] for r in records
+                                                                         if r["seed"] == s]) for s in seeds])}
+    return out
 
 
 def summarize_inter(records: list) -> dict:
-    """The mean of the six missing configurations (the complete case is reported apart), and of
-    their mean residuals."""
+    """The mean of the six missing configurations (the complete case is reported apart), of their
+    mean residuals, and of their anchor diagnostics where the records have them."""
     missing_only = [r for r in records if r["dropped"]]
     mean, std = _stats([r["metrics"] for r in missing_only])
-    return {"average": {"mean": mean, "std": std,
-                        "mean_residual": float(np.mean([r["mean_residual"] for r in missing_only]))}}
+    out = {"average": {"mean": mean, "std": std,
+                       "mean_residual": float(np.mean([r["mean_residual"] for r in missing_only]))}}
+    if "anchors" in records[0]:
+        out["anchors"] = {"average": anchor_diag.mean_record([r["anchors"] for r in missing_only])}
+    return out
 
 
 DEFAULT_SEEDS = (0, 1, 2)  # mask seeds of the robustness evaluation
@@ -209,11 +220,5 @@ def robustness(model, split, dataset: str, rates=None, seeds=DEFAULT_SEEDS, batc
     anchors = anchors and encode_once and isinstance(model, PRLF) and model.config.anchor == "adaptive"
     intra_records = intra(model, split, dataset, rates, seeds, batch_size, device, amp, anchors)
     inter_records = inter(model, split, dataset, batch_size, device, amp, encode_once, anchors)
-    results = {
-        "intra": {"records": intra_records, **summarize_intra(intra_records)},
-        "inter": {"records": inter_records, **summarize_inter(inter_records)},
-    }
-    if anchors:
-        results["intra"]["anchors"] = anchor_diag.summarize_intra(intra_records)
-        results["inter"]["anchors"] = anchor_diag.summarize_inter(inter_records)
-    return results
+    return {"intra": {"records": intra_records, **summarize_intra(intra_records)},
+            "inter": {"records": inter_records, **summarize_inter(inter_records)}}
