@@ -2,9 +2,10 @@
 settings over training seeds on several data sets, compared with p = 0 by paired differences
 with 95% confidence intervals (Student t over seeds), and issue #22's rule applied.
 
-    python bench/dropout_study.py ROOT [--baseline p0]
+    python bench/dropout_study.py SWEEP [SWEEP ...] [--baseline p0]
 
-ROOT holds finished ``prlf-fast train`` runs ROOT/<set>/<setting>/s<seed>/. Per set: each
+Each SWEEP is a ``prlf-fast sweep`` directory whose variants are the settings (docs/studies.md
+gives the commands); a set is a sweep dataset. Per set: each
 setting's intra and inter average MAE (mean ± std over seeds) and its paired difference with the
 baseline. The rule: the setting with the best inter-average MAE becomes the default if its CI
 against the baseline lies below 0 on at least two sets and, on every set, the upper CI bound of
@@ -15,7 +16,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from anchor_study import load
+from anchor_study import ci_text, load
 
 from prlf_fast.study.aggregate import paired
 
@@ -42,14 +43,6 @@ def compare(runs: dict, baseline: str) -> dict:
     return out
 
 
-def _ci(vs: dict | None) -> str:
-    if vs is None:
-        return "—"
-    if vs["ci95"] is None:
-        return f"{vs['diff']:+.4f} (n = {vs['n']})"
-    return f"{vs['diff']:+.4f} [{vs['ci95'][0]:+.4f}, {vs['ci95'][1]:+.4f}]"
-
-
 def decide(tables: dict, baseline: str) -> tuple[str, str]:
     """(the setting the rule picks, why)."""
     settings = [s for s in next(iter(tables.values())) if s != baseline]
@@ -70,10 +63,10 @@ def decide(tables: dict, baseline: str) -> tuple[str, str]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("root")
+    p.add_argument("sweeps", nargs="+", metavar="SWEEP")
     p.add_argument("--baseline", default="p0")
     args = p.parse_args()
-    tables = {name: compare(runs, args.baseline) for name, runs in load(args.root).items()
+    tables = {name: compare(runs, args.baseline) for name, runs in load(*args.sweeps).items()
               if args.baseline in runs}
     for name, table in tables.items():
         print(f"\n#### {name}: average MAE (mean ± std over seeds) and − {args.baseline} (paired, 95% CI)\n")
@@ -81,7 +74,7 @@ def main() -> None:
         print("|---|---|---|---|---|---|")
         for setting, row in table.items():
             cells = [f"{row[q]['mean']:.4f}" + ("" if row[q]["std"] is None else f" ± {row[q]['std']:.4f}")
-                     + f" | {_ci(row[q]['vs'])}" for q in ("intra", "inter")]
+                     + f" | {ci_text(row[q]['vs'])}" for q in ("intra", "inter")]
             print(f"| {setting} | {row['intra']['n']} | " + " | ".join(cells) + " |")
     choice, why = decide(tables, args.baseline)
     print(f"\nDecision: {choice}. {why}.")
