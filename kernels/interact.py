@@ -1,4 +1,4 @@
-"""One fused ProgInteract iteration (DESIGN §4.3) in Triton, forward and backward.
+"""One fused ProgInteract iteration (docs/design.md §4.3) in Triton, forward and backward.
 
 Per sample, with S the two streams (2T rows) and A the anchor (T rows):
     S1 = S + g ⊙ (CrossAttn(LN_s(S), LN_a(A)) Wo + bo)

@@ -1,4 +1,4 @@
-"""The fused ProgInteract iteration against the eager InteractLayer (DESIGN §4.3, §5): forward and
+"""The fused ProgInteract iteration against the reference iteration (docs/design.md §4.3, §5): forward and
 the gradient of streams, anchor, gates and every parameter under the error rule, also in training
 mode with dropout (same keep masks), under autocast, and all iterations in one persistent launch;
 on CPU through the Triton interpreter, on a GPU also at MOSEI sizes in fp32 and bf16."""
@@ -8,7 +8,9 @@ import pytest
 import torch
 from conftest import assert_error_rule, requires_cuda, tiny_config
 
-from prlf_fast.ops import interact_iteration, interact_stack
+import prlf_fast.reference.interact
+from prlf_fast import ops
+from prlf_fast.ops import fused_iteration, fused_stack, runs_persistent
 from prlf_fast.ops import WEIGHT_NAMES
 from prlf_fast.model.interact import InteractLayer, ProgInteract
 
@@ -38,7 +40,7 @@ def run_layer(layer, streams, anchor, gates, grad_out, dtype, backend):
     layer = copy.deepcopy(layer).to(dtype=dtype, device=streams.device)
     leaves = [x.detach().to(dtype).requires_grad_() for x in (streams, anchor, gates)]
     out = layer(*leaves, backend=backend)
-    assert layer.uses_fused(backend, leaves[0]) == (backend == "triton")
+    assert (ops.implementation("interact_iteration", backend, "cpu", dtype) == "triton") == (backend == "triton")
     grads = torch.autograd.grad(out, leaves + layer.fused_weights(), grad_out.to(dtype))
     return [out, *grads]
 
@@ -98,14 +100,18 @@ def test_empty_batch_gives_empty_streams_and_zero_weight_gradients():
     assert out.shape == streams.shape and not any(g.any() for g in grads)
 
 
-class FixedDropout(torch.nn.Module):
-    """nn.Dropout with given keep masks, used in call order (attention branch, then FFN branch)."""
+class FixedDropout:
+    """torch.nn.functional for the reference iteration, whose dropout uses given keep masks in
+    call order (attention branch, then FFN branch)."""
 
     def __init__(self, masks, p):
-        super().__init__()
         self.masks, self.p, self.calls = masks, p, 0
 
-    def forward(self, x):
+    def __getattr__(self, name):
+        return getattr(torch.nn.functional, name)
+
+    def dropout(self, x, p, training):
+        assert p == self.p and training
         keep = self.masks[self.calls % len(self.masks)]
         self.calls += 1
         return x * keep.to(x.dtype) / (1 - self.p)
@@ -123,8 +129,8 @@ def test_training_dropout_matches_eager_with_the_same_masks(monkeypatch):
         return tuple(m.to(streams.device) for m in masks)
 
     monkeypatch.setattr(fused, "draw_keep_masks", fixed_masks)
-    layer = make_layer(d, 2, 24, seed=7).train()
-    layer.drop = FixedDropout(masks, p)
+    monkeypatch.setattr(prlf_fast.reference.interact, "F", FixedDropout(masks, p))
+    layer = make_layer(d, 2, 24, seed=7, dropout=p).train()
     inputs = make_inputs(b, t, d, seed=7)
     exact = run_layer(layer, *inputs, torch.float64, "reference")
     same = run_layer(layer, *inputs, torch.float32, "reference")
@@ -135,7 +141,7 @@ def test_training_dropout_matches_eager_with_the_same_masks(monkeypatch):
 def test_training_dropout_is_random_and_p_one_drops_both_branches():
     layer = make_layer(16, 2, 24, seed=0, dropout=0.5).float().train()
     streams, anchor, gates, _ = (x.float() for x in make_inputs(3, 3, 16, seed=0))
-    assert layer.uses_fused("triton", streams)
+    assert ops.implementation("interact_iteration", "triton", "cpu") == "triton"
     first, second = (layer(streams, anchor, gates, backend="triton") for _ in range(2))
     assert not torch.equal(first, second)
     torch.manual_seed(11)
@@ -160,14 +166,14 @@ def test_rejects_bad_inputs(change, message):
     layer = make_layer(16, 2, 24, seed=0).float()
     streams, anchor, gates, _ = (x.float() for x in make_inputs(2, 3, 16, seed=0))
     with pytest.raises(ValueError, match=message):
-        interact_iteration(*change(streams, anchor, gates, layer.fused_weights()), n_heads=2)
+        fused_iteration(*change(streams, anchor, gates, layer.fused_weights()), n_heads=2)
 
 
 def test_rejects_a_dropout_probability_outside_0_1():
     layer = make_layer(16, 2, 24, seed=0).float()
     streams, anchor, gates, _ = (x.float() for x in make_inputs(2, 3, 16, seed=0))
     with pytest.raises(ValueError, match="dropout=1.5"):
-        interact_iteration(streams, anchor, gates, layer.fused_weights(), n_heads=2, dropout=1.5)
+        fused_iteration(streams, anchor, gates, layer.fused_weights(), n_heads=2, dropout=1.5)
 
 
 def prog_interact_inputs(cfg, b, seed, device="cpu"):
@@ -199,19 +205,19 @@ def check_persistent(cfg, b, seed, dtype=torch.float32, device="cpu", autocast=N
 
 
 def test_inference_runs_all_iterations_in_one_persistent_launch(monkeypatch):
-    import prlf_fast.ops as ops
+    import prlf_fast.ops.interact as interact
 
     calls = []
-    for name in ("interact_stack", "interact_iteration"):
-        def counted(*args, _fn=getattr(ops, name), _name=name, **kwargs):
+    for name in ("fused_stack", "fused_iteration"):
+        def counted(*args, _fn=getattr(interact, name), _name=name, **kwargs):
             calls.append(_name)
             return _fn(*args, **kwargs)
-        monkeypatch.setattr(ops, name, counted)
+        monkeypatch.setattr(interact, name, counted)
     cfg = tiny_config(n_interact=3)
     check_persistent(cfg, b=7, seed=8)
     check_persistent(cfg, b=1, seed=9)
     check_persistent(cfg, b=5, seed=10, autocast=torch.float16)
-    assert calls == ["interact_stack"] * 3
+    assert calls == ["fused_stack"] * 3
 
 
 def test_persistent_launch_sees_parameter_updates():
@@ -233,13 +239,14 @@ def test_persistent_launch_only_without_gradients_or_dropout():
     cfg = tiny_config(n_interact=2, dropout=0.1)
     module = ProgInteract(cfg)
     streams, anchor, gates = torch.zeros(2, 2, 3, 16), torch.zeros(2, 3, 16), torch.zeros(2, 2)
+    weights = [layer.fused_weights() for layer in module.layers]
     with torch.no_grad():
-        assert not module.train().uses_persistent("triton", streams, anchor, gates)     # dropout active
-        assert module.eval().uses_persistent("triton", streams, anchor, gates)
-        assert not module.uses_persistent("reference", streams, anchor, gates)
-    assert not module.uses_persistent("triton", streams, anchor, gates)                 # parameters need grad
+        assert not runs_persistent("triton", streams, anchor, gates, weights, 0.1, training=True)  # dropout active
+        assert runs_persistent("triton", streams, anchor, gates, weights, 0.1, training=False)
+        assert not runs_persistent("reference", streams, anchor, gates, weights, 0.1, training=False)
+    assert not runs_persistent("triton", streams, anchor, gates, weights, 0.1, training=False)  # parameters need grad
     with pytest.raises(ValueError, match="not differentiable"):
-        interact_stack(streams.requires_grad_(), anchor, gates, module.stacked_weights("cpu"), n_heads=2)
+        fused_stack(streams.requires_grad_(), anchor, gates, module.stacked_weights("cpu"), n_heads=2)
 
 
 @requires_cuda

@@ -1,4 +1,4 @@
-// CPU implementation of prlf_fast::fisher_reliability (DESIGN §4.2; derivation in docs/fisher.md).
+// CPU implementation of prlf_fast::fisher_reliability (docs/design.md §4.2; derivation in docs/fisher.md).
 //
 // The work is split into tasks of (modality, chunk of kChunk samples), run in parallel. A task
 // computes its pre-activations with one BLAS GEMM into a thread-local, cache-resident buffer

@@ -1,4 +1,4 @@
-// Device kernel of prlf_fast::fisher_reliability (DESIGN §4.2; derivation in docs/fisher.md).
+// Device kernel of prlf_fast::fisher_reliability (docs/design.md §4.2; derivation in docs/fisher.md).
 // CUDA runtime headers only, no torch: bench/nvcc_check.sh compile-checks it without a GPU.
 //
 // One block scores kRows samples of one modality. Per chunk of kThreads hidden units it

@@ -99,9 +99,8 @@ class AMRE(nn.Module):
                 confidence = torch.softmax(logits.detach(), dim=-1).amax(dim=-1)
                 fisher = bias_fisher(a.detach(), logits.detach(), self.w2.detach())
             else:
-                score_fn = reference.fisher_reliability if backend == "reference" else ops.fisher_reliability
-                confidence, fisher = score_fn(z.detach(), self.w1.detach(), self.b1.detach(),
-                                              self.w2.detach(), self.b2.detach())
+                confidence, fisher = ops.fisher_reliability(z.detach(), self.w1.detach(), self.b1.detach(),
+                                                            self.w2.detach(), self.b2.detach(), backend)
         if scores is None:
             scores = reliability_scores(self.mode, self.alpha, self.beta, confidence, fisher, self.bias)
         scores = scores.masked_fill(~present, float("-inf"))

@@ -12,9 +12,9 @@ class InteractLayer(nn.Module):
     """One iteration: S_j += g_j · CrossAttn(LN(S_j), LN(A)); S_j += FFN(LN(S_j)).
 
     Both streams share the weights and the anchor, so their 2T query rows attend to the same
-    T anchor keys in one attention call. Backends that select the fused Triton iteration
-    (``prlf_fast.ops.interact_iteration``) run it instead of the eager modules below, with the
-    same parameters and the same dropout semantics (in training mode, a keep mask per branch).
+    T anchor keys in one attention call. The modules hold the parameters; ``ops.interact_iteration``
+    runs them (the reference functions, or the fused Triton iteration with the same dropout
+    semantics: in training mode, a keep mask per branch).
     """
 
     def __init__(self, d_model: int, n_heads: int, ffn_dim: int, dropout: float):
@@ -34,26 +34,10 @@ class InteractLayer(nn.Module):
                 attn.v_proj.weight, attn.v_proj.bias, attn.out_proj.weight, attn.out_proj.bias,
                 self.norm_ffn.weight, self.norm_ffn.bias, ffn.fc1.weight, ffn.fc1.bias, ffn.fc2.weight, ffn.fc2.bias]
 
-    def uses_fused(self, backend: str, streams) -> bool:
-        """Whether a call with ``backend`` on ``streams``' device runs the fused Triton iteration."""
-        return ops.implementation("interact_iteration", backend, streams.device, streams.dtype) == "triton"
-
     def forward(self, streams, anchor, gates, backend: str = "reference"):
         """streams (B, 2, T, d), anchor (B, T, d), gates (B, 2) -> updated streams."""
-        if self.uses_fused(backend, streams):
-            weights = self.fused_weights()
-            device = streams.device.type
-            if torch.is_autocast_enabled(device):   # projections in the autocast dtype, as nn.Linear would
-                low = torch.get_autocast_dtype(device)
-                weights = [w.to(low) if i in ops.PROJECTION_INDICES else w for i, w in enumerate(weights)]
-            return ops.interact_iteration(streams, anchor, gates.to(streams.dtype), weights,
-                                          self.attn.n_heads, self.norm_stream.eps,
-                                          dropout=self.drop.p if self.training else 0.0)
-        b, j, t, d = streams.shape
-        q = self.norm_stream(streams).reshape(b, j * t, d)
-        attended = self.attn(q, self.norm_anchor(anchor), backend=backend).view(b, j, t, d)
-        streams = streams + gates[:, :, None, None] * self.drop(attended)
-        return streams + self.drop(self.ffn(self.norm_ffn(streams)))
+        return ops.interact_iteration(streams, anchor, gates, self.fused_weights(), self.attn.n_heads,
+                                      self.norm_stream.eps, self.drop.p, self.training, backend)
 
 
 class ProgInteract(nn.Module):
@@ -77,23 +61,12 @@ class ProgInteract(nn.Module):
         gates = torch.gather(weights, 1, order[:, 1:])
         if not self.gate_streams:
             gates = torch.ones_like(gates)
-        if self.uses_persistent(backend, streams, anchor, gates):
-            first = self.layers[0]
-            return anchor, ops.interact_stack(streams, anchor, gates.to(streams.dtype),
-                                              self.stacked_weights(streams.device.type),
-                                              first.attn.n_heads, first.norm_stream.eps)
-        for layer in self.layers:
-            streams = layer(streams, anchor, gates, backend=backend)
-        return anchor, streams
-
-    def uses_persistent(self, backend: str, streams, anchor, gates) -> bool:
-        """All iterations in one launch: inference through the fused path (no dropout, no gradient)."""
-        if not self.layers or torch.compiler.is_compiling() or not self.layers[0].uses_fused(backend, streams):
-            return False
-        if self.training and any(layer.drop.p > 0 for layer in self.layers):
-            return False
-        tensors = (streams, anchor, gates, *self.parameters())
-        return not (torch.is_grad_enabled() and any(x.requires_grad for x in tensors))
+        if not self.layers:
+            return anchor, streams
+        first = self.layers[0]
+        return anchor, ops.interact_stack(streams, anchor, gates, [layer.fused_weights() for layer in self.layers],
+                                          first.attn.n_heads, first.norm_stream.eps, first.drop.p, self.training,
+                                          backend, stacked=lambda: self.stacked_weights(streams.device.type))
 
     def stacked_weights(self, device_type: str) -> list:
         """Each fused weight stacked over the iterations (projections in the autocast dtype under
@@ -104,9 +77,5 @@ class ProgInteract(nn.Module):
         sources = [w.detach() for ws in per_layer for w in ws]
         key = (low, tuple((w.data_ptr(), w._version) for w in sources))
         if self._stack_cache is None or self._stack_cache[0] != key:
-            with torch.no_grad():
-                stacked = [torch.stack(ws) for ws in zip(*per_layer)]
-                if low is not None:
-                    stacked = [w.to(low) if i in ops.PROJECTION_INDICES else w for i, w in enumerate(stacked)]
-            self._stack_cache = (key, stacked, sources)
+            self._stack_cache = (key, ops.stack_weights(per_layer, device_type), sources)
         return self._stack_cache[1]

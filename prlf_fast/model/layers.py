@@ -1,9 +1,6 @@
 """Building blocks shared by the encoders and ProgInteract."""
 from __future__ import annotations
 
-import math
-
-import torch
 from torch import nn
 
 from prlf_fast import ops
@@ -24,44 +21,19 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(d_model, d_model)
         self.out_proj = nn.Linear(d_model, d_model)
 
-    def split(self, x):
-        b, n, d = x.shape
-        return x.view(b, n, self.n_heads, d // self.n_heads).transpose(1, 2)
+    def weights(self) -> tuple:
+        """(W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o): what the attention ops take."""
+        return (self.q_proj.weight, self.q_proj.bias, self.k_proj.weight, self.k_proj.bias,
+                self.v_proj.weight, self.v_proj.bias, self.out_proj.weight, self.out_proj.bias)
 
     def forward(self, x_q, x_kv, key_valid=None, backend: str = "reference"):
-        q, k, v = self.split(self.q_proj(x_q)), self.split(self.k_proj(x_kv)), self.split(self.v_proj(x_kv))
-        core = ops.masked_attention(q, k, v, key_valid, backend=backend)
-        b, h, n, dh = core.shape
-        out = self.out_proj(core.transpose(1, 2).reshape(b, n, h * dh))
-        return self._zero_rows_without_keys(out, key_valid)
+        """x_q (B, Lq, d) attends over x_kv (B, Lk, d) -> (B, Lq, d) (``ops.multi_head_attention``)."""
+        return ops.multi_head_attention(x_q, x_kv, key_valid, self.weights(), self.n_heads, backend)
 
     def pool(self, queries, x_kv, key_valid=None, backend: str = "reference"):
-        """Attention of batch-independent queries (T, d) over x_kv (B, L, d) -> (B, T, d).
-
-        Equal to ``self(queries.expand(B, -1, -1), x_kv, key_valid)``. The "folded" implementation
-        (backend "fast" where attention has no Triton kernel) never projects the L keys and values:
-        per head h, q_h·(W_k,h x + b_k,h) = (W_k,hᵀ q_h)·x + const, and the constant cancels in the
-        softmax; Σ_j p_j (W_v,h x_j + b_v,h) = W_v,h (Σ_j p_j x_j) + b_v,h. Attention then runs
-        over x itself with H·T folded queries, about half the work of projecting keys and values.
-        """
-        if ops.implementation("query_pooling", backend, x_kv.device, x_kv.dtype) != "folded":
-            return self(queries.expand(x_kv.shape[0], -1, -1), x_kv, key_valid, backend=backend)
-        (b, _, d), t, h = x_kv.shape, queries.shape[0], self.n_heads
-        q = self.q_proj(queries).view(t, h, d // h)
-        folded = torch.einsum("thc,hcd->htd", q, self.k_proj.weight.view(h, d // h, d)).reshape(1, 1, h * t, d)
-        ctx = ops.sdpa_masked_attention(folded.expand(b, -1, -1, -1), x_kv[:, None], x_kv[:, None], key_valid,
-                                        scale=1.0 / math.sqrt(d // h))
-        heads = torch.einsum("bhtd,hcd->bthc", ctx.view(b, h, t, d), self.v_proj.weight.view(h, d // h, d))
-        # b_k cancels, so its exact gradient is 0; keep it in the graph so that it gets that 0
-        # (DistributedDataParallel and the optimizers expect a gradient for every parameter).
-        out = self.out_proj(heads.reshape(b, t, d) + self.v_proj.bias) + 0.0 * self.k_proj.bias.sum()
-        return self._zero_rows_without_keys(out, key_valid)
-
-    @staticmethod
-    def _zero_rows_without_keys(out, key_valid):
-        if key_valid is None:
-            return out
-        return out * key_valid.any(dim=-1)[:, None, None].to(out.dtype)
+        """Attention of batch-independent queries (T, d) over x_kv (B, L, d) -> (B, T, d), equal to
+        ``self(queries.expand(B, -1, -1), x_kv, key_valid)`` (``ops.query_pooling``)."""
+        return ops.query_pooling(queries, x_kv, key_valid, self.weights(), self.n_heads, backend)
 
 
 class FeedForward(nn.Module):

@@ -14,6 +14,7 @@ Benchmark  bench/test_bench_attention.py
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -69,6 +70,12 @@ def masked_attention(q, k, v, key_valid=None, backend: str = "fast"):
     if impl == "sdpa":
         return sdpa_masked_attention(q, k, v, key_valid)
     return masked_attention_fwd(q, k, v, key_valid)[0]
+
+
+def multi_head_attention(x_q, x_kv, key_valid, weights, n_heads: int, backend: str = "fast"):
+    """``reference.multi_head_attention`` (the projections) around this op under ``backend``."""
+    return reference.multi_head_attention(x_q, x_kv, key_valid, weights, n_heads,
+                                          functools.partial(masked_attention, backend=backend))
 
 
 def _check(q, k, v, key_valid):

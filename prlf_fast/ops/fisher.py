@@ -1,4 +1,4 @@
-"""AMRE reliability scoring (DESIGN §4.2): confidence max_k p_k and the Fisher-information trace F
+"""AMRE reliability scoring (docs/design.md §4.2): confidence max_k p_k and the Fisher-information trace F
 for every sample and modality in one pass. Not differentiable (AMRE uses both as constants).
 
 Schema   ``prlf_fast::fisher_reliability(Tensor z, Tensor w1, Tensor b1, Tensor w2, Tensor b2)
@@ -59,10 +59,10 @@ def select(backend: str, device: torch.device, dtype: torch.dtype) -> Choice:
 registry.register("fisher_reliability", select)
 
 
-def fisher_reliability(z, w1, b1, w2, b2):
-    """(confidence, fisher), each (B, M) in z's dtype (module docstring), by the "fast" choice for
-    z's device. ValueError on bad inputs. Call it on detached inputs."""
-    if registry.implementation("fisher_reliability", "fast", z.device, z.dtype) == "extension":
+def fisher_reliability(z, w1, b1, w2, b2, backend: str = "fast"):
+    """(confidence, fisher), each (B, M) in z's dtype (module docstring), by ``backend``'s choice
+    for z's device. ValueError on bad inputs. Call it on detached inputs."""
+    if registry.implementation("fisher_reliability", backend, z.device, z.dtype) == "extension":
         return torch.ops.prlf_fast.fisher_reliability(z, w1, b1, w2, b2)
     _check(z, w1, b1, w2, b2)   # the reference would not say what is wrong
     return reference.fisher_reliability(z, w1, b1, w2, b2)

@@ -1,11 +1,12 @@
-"""One ProgInteract iteration (DESIGN §4.3), fused: S1 = S + g ⊙ (CrossAttn(LN_s(S), LN_a(A)) Wo + bo),
+"""One ProgInteract iteration (docs/design.md §4.3), fused: S1 = S + g ⊙ (CrossAttn(LN_s(S), LN_a(A)) Wo + bo),
 S2 = S1 + FFN(LN_f(S1)), with nn.Dropout on both branches in training.
 
 Schema   streams (B, 2, T, d), anchor (B, T, d), gates (B, 2) in one dtype; ``weights`` in the order
          of ``WEIGHT_NAMES`` (nn.Linear layout), the projections in one dtype (the activations'
          or a narrower one, as under autocast); d divisible by n_heads.
 Implementations
-  eager      the model's InteractLayer modules (prlf_fast/model/interact.py), also the reference
+  reference  prlf_fast.reference.interact_iteration (plain PyTorch functions; the masked attention
+             inside runs as the backend picks it)
   triton     kernels/interact.py, registered here as ``prlf_fast_triton::interact_iteration_fwd``
              and ``_bwd`` (autograd) and ``interact_stack_fwd`` (all N iterations in one launch,
              inference); ``triton_op`` bodies are also the fake impls, so their checks are the
@@ -16,13 +17,16 @@ Benchmark  bench/test_bench_interact.py
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Optional
 
 import torch
 from torch.library import triton_op
 
+from prlf_fast import reference
 from prlf_fast.ops import registry
+from prlf_fast.ops.attention import masked_attention
 from prlf_fast.ops.registry import Choice
 
 # The fused weights, in this order (nn.Linear layout: weight (out, in)).
@@ -145,8 +149,8 @@ def draw_keep_masks(streams, p: float):
                  for _ in range(2))
 
 
-def interact_iteration(streams, anchor, gates, weights: Sequence[torch.Tensor], n_heads: int, eps: float = 1e-5,
-                       dropout: float = 0.0):
+def fused_iteration(streams, anchor, gates, weights: Sequence[torch.Tensor], n_heads: int, eps: float = 1e-5,
+                    dropout: float = 0.0):
     """One ProgInteract iteration through the Triton kernels, differentiable: streams (B, 2, T, d),
     anchor (B, T, d), gates (B, 2), ``weights`` in the order of ``WEIGHT_NAMES``, all on one
     device (the module docstring's dtype rules; the LayerNorm affines may be any float dtype).
@@ -160,13 +164,68 @@ def interact_iteration(streams, anchor, gates, weights: Sequence[torch.Tensor], 
                                   [w.contiguous() for w in weights], keep_attn, keep_ffn, keep_scale, n_heads, eps)
 
 
-def interact_stack(streams, anchor, gates, stacked_weights: Sequence[torch.Tensor], n_heads: int,
-                   eps: float = 1e-5):
+def fused_stack(streams, anchor, gates, stacked_weights: Sequence[torch.Tensor], n_heads: int,
+                eps: float = 1e-5):
     """All N ProgInteract iterations in one persistent launch, for inference (no dropout, not
     differentiable): ``stacked_weights[i]`` stacks ``WEIGHT_NAMES[i]`` of the N iterations along a
-    new leading axis. Same inputs and dtype rules as ``interact_iteration`` otherwise."""
+    new leading axis. Same inputs and dtype rules as ``fused_iteration`` otherwise."""
     if torch.is_grad_enabled() and any(t.requires_grad for t in (streams, anchor, gates, *stacked_weights)):
         raise ValueError("interact_stack is not differentiable: call it under torch.no_grad() or "
-                         "torch.inference_mode(), or use interact_iteration per iteration")
+                         "torch.inference_mode(), or use fused_iteration per iteration")
     return interact_stack_fwd(streams.contiguous(), anchor.contiguous(), gates.contiguous(),
                               [w.contiguous() for w in stacked_weights], n_heads, eps)
+
+
+def autocast_weights(weights: Sequence[torch.Tensor], device_type: str) -> list:
+    """``weights`` with the projections in the autocast dtype under autocast, as nn.Linear would."""
+    if not torch.is_autocast_enabled(device_type):
+        return list(weights)
+    low = torch.get_autocast_dtype(device_type)
+    return [w.to(low) if i in PROJECTION_INDICES else w for i, w in enumerate(weights)]
+
+
+def interact_iteration(streams, anchor, gates, weights: Sequence[torch.Tensor], n_heads: int, eps: float = 1e-5,
+                       dropout: float = 0.0, training: bool = False, backend: str = "fast"):
+    """One ProgInteract iteration under ``backend`` (module docstring), differentiable: the fused
+    Triton iteration (``fused_iteration``), or ``reference.interact_iteration`` with this
+    backend's masked attention. Dropout ``dropout`` on both branches when ``training``."""
+    if registry.implementation("interact_iteration", backend, streams.device, streams.dtype) == "triton":
+        return fused_iteration(streams, anchor, gates.to(streams.dtype), autocast_weights(weights, streams.device.type),
+                               n_heads, eps, dropout=dropout if training else 0.0)
+    return reference.interact_iteration(streams, anchor, gates, weights, n_heads, eps, dropout, training,
+                                        functools.partial(masked_attention, backend=backend))
+
+
+def runs_persistent(backend: str, streams, anchor, gates, layer_weights: Sequence, dropout: float,
+                    training: bool) -> bool:
+    """Whether ``interact_stack`` runs all iterations in one launch: the fused path, for inference
+    (no active dropout, no gradient), outside torch.compile."""
+    if not layer_weights or torch.compiler.is_compiling():
+        return False
+    if registry.implementation("interact_iteration", backend, streams.device, streams.dtype) != "triton":
+        return False
+    if training and dropout > 0:
+        return False
+    tensors = (streams, anchor, gates, *(w for ws in layer_weights for w in ws))
+    return not (torch.is_grad_enabled() and any(x.requires_grad for x in tensors))
+
+
+def interact_stack(streams, anchor, gates, layer_weights: Sequence, n_heads: int, eps: float = 1e-5,
+                   dropout: float = 0.0, training: bool = False, backend: str = "fast", stacked=None):
+    """All N = len(``layer_weights``) iterations (each a ``WEIGHT_NAMES`` list) under ``backend``:
+    one persistent launch (``fused_stack``) where ``runs_persistent``, with ``stacked()`` (default:
+    stacking ``layer_weights`` now) giving the stacked weights; else ``interact_iteration`` per
+    iteration."""
+    if runs_persistent(backend, streams, anchor, gates, layer_weights, dropout, training):
+        weights = stacked() if stacked is not None else stack_weights(layer_weights, streams.device.type)
+        return fused_stack(streams, anchor, gates.to(streams.dtype), weights, n_heads, eps)
+    for weights in layer_weights:
+        streams = interact_iteration(streams, anchor, gates, weights, n_heads, eps, dropout, training, backend)
+    return streams
+
+
+def stack_weights(layer_weights: Sequence, device_type: str) -> list:
+    """Each weight stacked over the iterations, the projections in the autocast dtype under
+    autocast (``fused_stack``'s layout); detached."""
+    with torch.no_grad():
+        return autocast_weights([torch.stack(ws) for ws in zip(*layer_weights)], device_type)

@@ -1,5 +1,5 @@
 """The op registry: which implementation each op runs for a backend, a device and a dtype, and why
-the others were not picked (DESIGN §5; as xformers' dispatch does).
+the others were not picked (docs/design.md §5; as xformers' dispatch does).
 
 Backends: "reference" runs only reference code; "fast" (alias "auto") picks the fastest available
 implementation per op, device and dtype, falling back op by op; "triton" forces the Triton kernels
@@ -133,8 +133,3 @@ def select(op: str, backend: str, device, dtype: torch.dtype | None = None) -> C
 def implementation(op: str, backend: str, device, dtype: torch.dtype | None = None) -> str:
     """Name of the implementation ``op`` runs (see ``select``); a constant under torch.compile."""
     return select(op, backend, device, dtype).name
-
-
-def describe(devices=("cpu", "cuda")) -> dict:
-    """{device: {op: Choice}} for the "fast" backend, float32."""
-    return {dev: {op: select(op, "fast", dev) for op in _SELECTORS} for dev in devices}
