@@ -31,7 +31,7 @@ def compare(runs: dict, baseline: str) -> dict:
     """{setting: {proto: {"mean", "std", "n", "vs": paired(...) or None}}} for one set."""
     base = runs[baseline]
     out = {}
-    for setting, seeds in runs.items():
+    for setting, seeds in sorted(runs.items(), key=lambda kv: kv[0] != baseline):  # the baseline first
         out[setting] = {}
         for proto in ("intra", "inter"):
             vals = [average_mae(seeds[s], proto) for s in sorted(seeds)]
