@@ -27,3 +27,16 @@ def test_readme_python_snippet_runs(tmp_path, monkeypatch):
     out, losses = scope["out"], scope["losses"]
     assert out.prediction.shape == (32,) and out.weights.shape == (32, 3) and out.dominant.shape == (32,)
     assert set(losses) >= {"total", "task", "rec", "align"} and torch.isfinite(losses["total"])
+
+
+def test_readme_run_snippet_trains_and_evaluates(tmp_path, monkeypatch):
+    text = open(README, encoding="utf-8").read()
+    section = text.split("## Using it from Python", 1)[1]
+    snippet = re.findall(r"```python\n(.*?)```", section, re.S)[1]
+    monkeypatch.chdir(tmp_path)
+    scope = {}
+    exec(compile(snippet, "README.md", "exec"), scope)
+    config, state = scope["config"], scope["state"]
+    assert config["train"]["epochs"] == 1 and config["model"]["d_model"] == 32 and state["best_epoch"] is not None
+    run = tmp_path / "runs" / "py-demo"
+    assert {"config.json", "results.json", "report.md", "best.safetensors"} <= set(os.listdir(run))
