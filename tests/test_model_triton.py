@@ -1,32 +1,14 @@
 """The whole model on backend "triton" (every masked attention and ProgInteract iteration through
 the Triton kernels; on CPU under the interpreter) against backend "reference": predictions, loss
 and every parameter gradient under the error rule; same parameters and state_dict."""
-import copy
-
 import pytest
 import torch
 from conftest import assert_error_rule, random_batch, requires_cuda, tiny_config
+from helpers import batch_to, run_model
 
 from prlf_fast import PRLF, Batch
 
 pytestmark = pytest.mark.triton
-
-
-def batch_to(batch, dtype, device):
-    return Batch(**{k: (v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device))
-                    for k, v in vars(batch).items() if v is not None})
-
-
-def run_model(model, batch, dtype, backend, device):
-    model = copy.deepcopy(model).to(device=device, dtype=dtype)
-    model.backend = backend
-    batch = batch_to(batch, dtype, device)
-    out = model(batch)
-    loss = model.loss(out, batch)
-    names, params = zip(*model.named_parameters())
-    grads = torch.autograd.grad(loss["total"], params, allow_unused=True)
-    grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
-    return [out.prediction, out.weights, loss["total"], *grads], ["prediction", "weights", "loss", *names]
 
 
 def clearly_ordered(model, batch, min_gap: float) -> Batch:
