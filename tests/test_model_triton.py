@@ -60,15 +60,43 @@ def test_state_dict_does_not_depend_on_the_backend():
     assert keys["reference"] == keys["triton"] == keys["fast"]
 
 
-def test_training_mode_with_dropout_still_trains_on_backend_triton():
+class FusedOrderDropout(torch.nn.Module):
+    """An InteractLayer's nn.Dropout drawing its keep masks as the fused Triton iteration does
+    (``draw_keep_masks``: both branches' masks at the first call), so that under one seed the
+    reference and the triton backend drop the same elements."""
+
+    def __init__(self, p):
+        super().__init__()
+        self.p, self.masks = p, None
+
+    def forward(self, x):
+        from prlf_fast.ops.interact import draw_keep_masks
+
+        if self.masks is None:            # the attention branch: draw both masks
+            self.masks = list(draw_keep_masks(x, self.p))
+        keep = self.masks.pop(0)
+        if not self.masks:                # the FFN branch: the next call draws afresh
+            self.masks = None
+        return x * keep.to(x.dtype) / (1 - self.p)
+
+
+def test_training_mode_with_dropout_matches_reference_with_the_same_masks():
     cfg = tiny_config(dropout=0.3)
     torch.manual_seed(0)
     model = PRLF(cfg, backend="triton").train()
     batch = random_batch(cfg, 3, seed=4)
     first = model(batch)
     assert not torch.equal(first.prediction, model(batch).prediction)   # dropout is active
-    model.loss(first, batch)["total"].backward()
-    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    # Prediction, weights, loss and every gradient in training mode against the reference.
+    model = model.double()
+    for layer in model.interact.layers:
+        layer.drop = FusedOrderDropout(cfg.dropout)
+    runs = []
+    for dtype, backend in [(torch.float64, "reference"), (torch.float32, "reference"), (torch.float32, "triton")]:
+        torch.manual_seed(1)              # the same dropout masks in every run
+        runs.append(run_model(model, batch, dtype, backend, "cpu"))
+    (exact, names), (same, _), (fast, _) = runs
+    assert_error_rule(fast, same, exact, names)
 
 
 @requires_cuda
