@@ -3,7 +3,7 @@ fixed anchor and the per-sample best, on one encoding per batch."""
 import pytest
 import torch
 from conftest import tiny_config
-from test_evaluate import tiny_split
+from helpers import tiny_split
 
 from prlf_fast import PRLF
 from prlf_fast.config import MODALITIES

@@ -12,9 +12,9 @@ import sys
 
 import pytest
 import torch
+from helpers import EVAL, RUN, TINY_OPTS, assert_clean_error, copy_run, run_cli
 from safetensors import safe_open
 from safetensors.torch import save_file
-from test_cli_train_eval import TINY_MODEL, TINY_OPTS, assert_clean_error, run_cli
 
 from prlf_fast import PRLF, PRLFConfig
 from prlf_fast.cli import main
@@ -24,22 +24,11 @@ from prlf_fast.io import atomic
 from prlf_fast.io.checkpoint import save_checkpoint
 from prlf_fast.train.trainer import Trainer
 
-RUN = ["--synthetic", "16,8,8", "--epochs", "1", "--batch-size", "8", "--device", "cpu", *TINY_MODEL]
-EVAL = ["--device", "cpu", "--rates", "0.0", "--seeds", "0"]
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("safety") / "run"
     assert main(["train", *RUN, "--out", str(out), "--rates", "0.0", "--seeds", "0"]) == 0
     return out
-
-
-def copy_run(src, dst, names=("config.json", "best.safetensors", "metrics.jsonl", "results.json", "report.md")):
-    dst.mkdir()
-    for name in names:
-        (dst / name).write_bytes((src / name).read_bytes())
-    return dst
 
 
 def files(directory):

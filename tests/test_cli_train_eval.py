@@ -7,32 +7,11 @@ import pickle
 import matplotlib.image
 import numpy as np
 import pytest
+from helpers import TINY_OPTS, TINY_RUN, assert_clean_error, run_cli
 from safetensors.torch import load_file
 
 from prlf_fast.cli import main
 from prlf_fast.data import synthesize
-
-# A tiny model on MOSI-shaped inputs: fast enough for tests on 2 CPU cores.
-TINY_MODEL = ["--set", "d_model=16", "--set", "n_heads=2", "--set", "n_tokens=2", "--set", "ffn_dim=32",
-              "--set", "recog_hidden=16", "--set", "n_encoder_layers=1", "--set", "n_interact=1"]
-TINY_OPTS = ["--epochs", "2", "--batch-size", "16", "--device", "cpu", *TINY_MODEL]
-TINY_RUN = ["--synthetic", "48,16,24", *TINY_OPTS]
-
-
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_clean_error(code, err, *fragments):
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("prlf-fast: error: "), err
-    assert "Traceback" not in err
-    for f in fragments:
-        assert f in lines[0], lines[0]
-
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):

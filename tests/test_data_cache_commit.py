@@ -10,7 +10,7 @@ import torch
 
 from prlf_fast.data import load_mmsa, synthesize
 from prlf_fast.data.loader import convert
-from test_train_commit import Killed, kill_at
+from helpers import Killed, kill_at
 
 
 def write(path, seed):

@@ -12,7 +12,7 @@ import pytest
 import torch.distributed as dist
 from safetensors.torch import load_file
 
-from test_cli_train_eval import TINY_MODEL
+from helpers import TINY_MODEL
 
 CLI = shutil.which("prlf-fast")
 pytestmark = [

@@ -3,24 +3,14 @@ complete case and the six configurations, with results equal, bit for bit, to ru
 on each corrupted batch."""
 import pytest
 import torch
-from conftest import random_batch, tiny_config
+from conftest import tiny_config
+from helpers import tiny_split
 
 from prlf_fast import PRLF
-from prlf_fast.data import Split
 from prlf_fast.eval import robustness as evaluate
 from prlf_fast.model.encoder import ModalityEncoder
 
 FIELDS = evaluate.OUTPUT_FIELDS
-
-
-def tiny_split(cfg, n, seed=0):
-    """Random samples, some with a modality (or everything) already absent."""
-    g = torch.Generator().manual_seed(seed)
-    lengths = {m: torch.randint(0, cfg.lengths()[m] + 1, (n,), generator=g) for m in cfg.dims()}
-    lengths["text"][0] = lengths["audio"][0] = lengths["vision"][0] = 0
-    batch = random_batch(cfg, n, seed=seed, lengths=lengths)
-    return Split(batch.text, batch.text_mask, batch.audio, batch.audio_mask, batch.vision,
-                 batch.vision_mask, batch.label)
 
 
 def both_ways(model, split, batch_size):

@@ -9,7 +9,7 @@ import zlib
 import pytest
 import torch
 from conftest import assert_error_rule, random_batch, requires_cuda, tiny_config
-from test_model_triton import batch_to
+from helpers import batch_to, run_model
 
 from prlf_fast import PRLF, Batch, PRLFConfig
 
@@ -160,8 +160,6 @@ def test_cuda_one_training_step_of_each_backend(mosei_training):
 def test_cuda_model_on_the_second_gpu_while_the_first_is_current():
     """Every Triton launch runs on its tensors' device (kernels.common.on_device), whatever
     device is current: forward, loss and gradients on cuda:1 match the reference there."""
-    from test_model_triton import run_model
-
     cfg = PRLFConfig.preset("mosei", dropout=0.0)
     torch.manual_seed(0)
     model = PRLF(cfg, backend="reference").float().eval()

@@ -1,32 +1,14 @@
 """The whole model on backend "triton" (every masked attention and ProgInteract iteration through
 the Triton kernels; on CPU under the interpreter) against backend "reference": predictions, loss
 and every parameter gradient under the error rule; same parameters and state_dict."""
-import copy
-
 import pytest
 import torch
 from conftest import assert_error_rule, random_batch, requires_cuda, tiny_config
+from helpers import batch_to, run_model
 
 from prlf_fast import PRLF, Batch
 
 pytestmark = pytest.mark.triton
-
-
-def batch_to(batch, dtype, device):
-    return Batch(**{k: (v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device))
-                    for k, v in vars(batch).items() if v is not None})
-
-
-def run_model(model, batch, dtype, backend, device):
-    model = copy.deepcopy(model).to(device=device, dtype=dtype)
-    model.backend = backend
-    batch = batch_to(batch, dtype, device)
-    out = model(batch)
-    loss = model.loss(out, batch)
-    names, params = zip(*model.named_parameters())
-    grads = torch.autograd.grad(loss["total"], params, allow_unused=True)
-    grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
-    return [out.prediction, out.weights, loss["total"], *grads], ["prediction", "weights", "loss", *names]
 
 
 def clearly_ordered(model, batch, min_gap: float) -> Batch:
@@ -78,15 +60,43 @@ def test_state_dict_does_not_depend_on_the_backend():
     assert keys["reference"] == keys["triton"] == keys["fast"]
 
 
-def test_training_mode_with_dropout_still_trains_on_backend_triton():
+class FusedOrderDropout(torch.nn.Module):
+    """An InteractLayer's nn.Dropout drawing its keep masks as the fused Triton iteration does
+    (``draw_keep_masks``: both branches' masks at the first call), so that under one seed the
+    reference and the triton backend drop the same elements."""
+
+    def __init__(self, p):
+        super().__init__()
+        self.p, self.masks = p, None
+
+    def forward(self, x):
+        from prlf_fast.ops.interact import draw_keep_masks
+
+        if self.masks is None:            # the attention branch: draw both masks
+            self.masks = list(draw_keep_masks(x, self.p))
+        keep = self.masks.pop(0)
+        if not self.masks:                # the FFN branch: the next call draws afresh
+            self.masks = None
+        return x * keep.to(x.dtype) / (1 - self.p)
+
+
+def test_training_mode_with_dropout_matches_reference_with_the_same_masks():
     cfg = tiny_config(dropout=0.3)
     torch.manual_seed(0)
     model = PRLF(cfg, backend="triton").train()
     batch = random_batch(cfg, 3, seed=4)
     first = model(batch)
     assert not torch.equal(first.prediction, model(batch).prediction)   # dropout is active
-    model.loss(first, batch)["total"].backward()
-    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    # Prediction, weights, loss and every gradient in training mode against the reference.
+    model = model.double()
+    for layer in model.interact.layers:
+        layer.drop = FusedOrderDropout(cfg.dropout)
+    runs = []
+    for dtype, backend in [(torch.float64, "reference"), (torch.float32, "reference"), (torch.float32, "triton")]:
+        torch.manual_seed(1)              # the same dropout masks in every run
+        runs.append(run_model(model, batch, dtype, backend, "cpu"))
+    (exact, names), (same, _), (fast, _) = runs
+    assert_error_rule(fast, same, exact, names)
 
 
 @requires_cuda

@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 from conftest import assert_error_rule, random_batch, tiny_config
-from test_model_triton import batch_to
+from helpers import batch_to
 
 from prlf_fast import PRLF
 from prlf_fast.ops import WEIGHT_NAMES

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_config
-from test_cli_train_eval import TINY_OPTS, run_cli
-from test_evaluate import tiny_split
+from helpers import TINY_OPTS, run_cli, tiny_split
 
 from prlf_fast import PRLF
 from prlf_fast.cli import main

@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from test_cli_train_eval import TINY_OPTS, assert_clean_error, run_cli
+from helpers import TINY_OPTS, assert_clean_error, run_cli
 
 import prlf_fast
 from prlf_fast.cli import main

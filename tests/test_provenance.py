@@ -5,7 +5,7 @@ import sys
 
 import pytest
 import torch
-from test_cli_train_eval import TINY_RUN, assert_clean_error, run_cli
+from helpers import TINY_RUN, assert_clean_error, run_cli
 
 from prlf_fast import provenance
 

@@ -4,7 +4,7 @@ definitions, validation, every backend against the reference, defaults unchanged
 import pytest
 import torch
 from conftest import random_batch, tiny_config
-from test_switches import LENGTHS, check_backend_parity
+from helpers import LENGTHS, check_backend_parity
 
 from prlf_fast import PRLF, PRLFConfig
 from prlf_fast.config import MODALITIES

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 from submitit.local.local import LocalJob
-from test_cli_train_eval import TINY_MODEL, assert_clean_error, run_cli
+from helpers import TINY_MODEL, assert_clean_error, run_cli
 
 from prlf_fast.metrics import metric_names
 from prlf_fast.study import launch

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 from scipy import stats
-from test_cli_train_eval import TINY_MODEL, assert_clean_error, run_cli
+from helpers import TINY_MODEL, assert_clean_error, run_cli
 
 from prlf_fast.study import aggregate, launch
 from prlf_fast.study.spec import Dataset, SweepSpec, parse_variant

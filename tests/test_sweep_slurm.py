@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from test_cli_train_eval import TINY_MODEL, assert_clean_error, run_cli
+from helpers import TINY_MODEL, assert_clean_error, run_cli
 
 from prlf_fast.study import launch
 

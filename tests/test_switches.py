@@ -5,17 +5,13 @@ import math
 
 import pytest
 import torch
-from conftest import assert_error_rule, random_batch, tiny_config
-from test_model_triton import run_model
+from conftest import random_batch, tiny_config
+from helpers import LENGTHS, check_backend_parity
 
 from prlf_fast import PRLF, PRLFConfig
 from prlf_fast.model.amre import reliability_weights_and_order
 
 INF = float("-inf")
-# Valid lengths with awkward cases: sample 0 lacks audio, sample 2 lacks everything, sample 3
-# lacks audio and vision.
-LENGTHS = {"text": torch.tensor([4, 9, 0, 2]), "audio": torch.tensor([0, 5, 0, 0]),
-           "vision": torch.tensor([13, 1, 0, 0])}
 SWITCHES = [
     dict(reliability="confidence", anchor="audio"),
     dict(reliability="fisher", anchor="text", gate_streams=False),
@@ -133,17 +129,6 @@ def test_every_parameter_gets_a_finite_gradient(switches):
     assert [n for n, p in model.named_parameters() if p.grad is None] == []
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
     assert math.isclose(model.amre.alpha.item(), 1.0, rel_tol=1e-6)
-
-
-def check_backend_parity(cfg, batch, backend, training: bool = False):
-    """``backend`` in float32 against the reference in float32 and float64 (the error rule); in
-    eval mode, or in training mode (for a config without dropout) with ``training``."""
-    torch.manual_seed(0)
-    model = PRLF(cfg, backend="reference").double().train(training)
-    exact, names = run_model(model, batch, torch.float64, "reference", "cpu")
-    same, _ = run_model(model, batch, torch.float32, "reference", "cpu")
-    fast, _ = run_model(model, batch, torch.float32, backend, "cpu")
-    assert_error_rule(fast, same, exact, names)
 
 
 @pytest.mark.parametrize("switches", SWITCHES, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()))

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from test_cli_train_eval import TINY_RUN
+from helpers import TINY_RUN
 
 from prlf_fast import threads
 from prlf_fast.errors import PRLFError

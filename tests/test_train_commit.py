@@ -7,8 +7,8 @@ import os
 import shutil
 
 import pytest
+from helpers import TINY_MODEL, Killed, kill_at
 from safetensors import safe_open
-from test_cli_train_eval import TINY_MODEL
 
 from prlf_fast.cli import main
 from prlf_fast.io import atomic
@@ -19,38 +19,6 @@ from prlf_fast.io.rundir import RunDir
 ARGS = ["train", "--synthetic", "16,8,8", "--epochs", "2", "--batch-size", "8", "--device", "cpu",
         "--no-eval", *TINY_MODEL]
 EVAL = ["--device", "cpu", "--rates", "0.0", "--seeds", "0"]
-
-
-class Killed(BaseException):
-    """kill -9, as seen from inside: nothing after it runs, nothing is cleaned up."""
-
-
-def kill_at(monkeypatch, k):
-    """Kill the process just before its k-th rename or removal (k = 0: never; count them)."""
-    state = {"n": 0, "dead": False}
-    replace, remove = atomic._replace, atomic.remove
-
-    def boundary():
-        if state["dead"]:
-            return True
-        state["n"] += 1
-        if state["n"] == k:
-            state["dead"] = True
-            raise Killed
-        return False
-
-    def killable_replace(src, dst):
-        if boundary():
-            raise Killed
-        replace(src, dst)
-
-    def killable_remove(path):
-        if not boundary():  # a dead process removes nothing (its temporary files stay)
-            remove(path)
-
-    monkeypatch.setattr(atomic, "_replace", killable_replace)
-    monkeypatch.setattr(atomic, "remove", killable_remove)
-    return state
 
 
 def snapshot(run):

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from prlf_fast.cli import main
 from prlf_fast.train.trainer import Trainer
-from test_cli_train_eval import TINY_MODEL
+from helpers import TINY_MODEL
 
 # Dropout and the training protocol stay on, so RNG and mask-generator state must be restored.
 ARGS = ["train", "--synthetic", "40,12,12", "--epochs", "3", "--batch-size", "8", "--device", "cpu",

@@ -35,13 +35,14 @@ def run_with_grads(fn, q, k, v, valid, grad_out, dtype):
     return [out, *grads]
 
 
-def check_parity(b, h, lq, lk, dh, seed, dtype=torch.float32, device="cpu"):
+def check_parity(b, h, lq, lk, dh, seed, dtype=torch.float32, device="cpu", fn=masked_attention):
+    """``fn`` (the kernel, or a wrapper of it) against the reference: output and every gradient."""
     q, k, v, valid = attention_inputs(b, h, lq, lk, dh, seed, device)
     grad_out = torch.randn(b, h, lq, dh, dtype=torch.float64, generator=torch.Generator().manual_seed(seed + 1))
     grad_out = grad_out.to(device)
     exact = run_with_grads(reference.masked_attention, q, k, v, valid, grad_out, torch.float64)
     same = run_with_grads(reference.masked_attention, q, k, v, valid, grad_out, dtype)
-    fast = run_with_grads(masked_attention, q, k, v, valid, grad_out, dtype)
+    fast = run_with_grads(fn, q, k, v, valid, grad_out, dtype)
     assert_error_rule(fast, same, exact, ["output", "dq", "dk", "dv"])
     return fast, valid
 
@@ -147,7 +148,9 @@ def test_cuda_torch_compile_traces_the_kernel_fullgraph():
     loss = compiled(q, k, v, valid)
     loss.backward()
     torch.testing.assert_close(loss, masked_attention(q, k, v, valid).square().sum())
-    assert torch.isfinite(q.grad).all()
+    # The compiled kernel's output and every gradient against the reference (the error rule).
+    check_parity(4, 8, 8, 100, 16, seed=2, device="cuda",
+                 fn=torch.compile(lambda *a: masked_attention(*a), fullgraph=True))
 
 
 @requires_cuda

@@ -8,12 +8,11 @@ import os
 
 import pytest
 import torch
+from helpers import EVAL, RUN, assert_clean_error, copy_run, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.torch import save_file
-from test_cli_safety import EVAL, RUN, copy_run
-from test_cli_train_eval import assert_clean_error, run_cli
 
 from prlf_fast import PRLFConfig
 from prlf_fast.cli import main

@@ -6,8 +6,7 @@ import os
 import stat
 
 import pytest
-from test_cli_safety import EVAL, RUN, copy_run
-from test_cli_train_eval import assert_clean_error, run_cli
+from helpers import EVAL, RUN, assert_clean_error, copy_run, run_cli
 
 from prlf_fast.cli import main
 from prlf_fast.data import cache

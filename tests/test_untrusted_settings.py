@@ -12,8 +12,7 @@ import time
 
 import pytest
 import torch
-from test_cli_safety import RUN
-from test_cli_train_eval import assert_clean_error, run_cli
+from helpers import RUN, assert_clean_error, run_cli
 
 from prlf_fast.config import PRLFConfig, TrainConfig
 from prlf_fast.errors import PRLFError
