@@ -1,4 +1,4 @@
-"""Missing-modality protocols (DESIGN §3) on whole batches."""
+"""Missing-modality protocols (docs/design.md §3) on whole batches."""
 import math
 
 import pytest

@@ -1,4 +1,4 @@
-"""mmsa_metrics on hand-worked cases (DESIGN §6)."""
+"""mmsa_metrics on hand-worked cases (docs/design.md §6)."""
 import math
 
 import numpy as np

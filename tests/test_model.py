@@ -1,4 +1,4 @@
-"""The reference model behaves as DESIGN §4 and §6 say."""
+"""The reference model behaves as docs/design.md §4 and §6 say."""
 import math
 
 import pytest

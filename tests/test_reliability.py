@@ -65,7 +65,7 @@ def test_bias_fisher_equals_per_sample_gradients():
             return (log_probs((b1[j], b2[j]), x).exp() * sq).sum()
 
         torch.testing.assert_close(got[:, j], vmap(fisher)(z[:, j]), rtol=1e-12, atol=1e-12)
-    # The same head function on a 10× larger input (W1 / 10): F_b is unchanged, DESIGN §4.2's F grows.
+    # The same head function on a 10× larger input (W1 / 10): F_b is unchanged, docs/design.md §4.2's F grows.
     a_big, _, logits_big = recognition_logits(z * 10, w1 / 10, b1, w2, b2)
     torch.testing.assert_close(bias_fisher(a_big, logits_big, w2), got, rtol=1e-12, atol=1e-12)
     assert (fisher_reliability(z * 10, w1 / 10, b1, w2, b2)[1] > 10 * fisher_reliability(z, w1, b1, w2, b2)[1]).all()

@@ -248,8 +248,8 @@ def _submission(sweep):
     from submitit.core.utils import DelayedSubmission
 
     script = (sweep / "submitit" / "4242_submission.sh").read_text()
-    argv, threads = DelayedSubmission.load(sweep / "submitit" / "4242_0_submitted.pkl").args
-    return script, argv[argv.index("--device") + 1], threads
+    cell, threads = DelayedSubmission.load(sweep / "submitit" / "4242_0_submitted.pkl").args
+    return script, cell.device, threads
 
 
 @pytest.mark.parametrize("options, gpus, device", [

@@ -1,4 +1,4 @@
-"""The ablation switches of DESIGN §4.6 (``reliability``, ``anchor``, ``gate_streams``,
+"""The ablation switches of docs/design.md §4.6 (``reliability``, ``anchor``, ``gate_streams``,
 ``n_interact = 0``): validation, semantics on the reference model, every backend against the
 reference (forward and every gradient), and defaults that keep the earlier results."""
 import math

@@ -1,4 +1,4 @@
-"""The Triton masked-attention kernel against the reference (DESIGN §5, §6): forward and every
+"""The Triton masked-attention kernel against the reference (docs/design.md §5, §6): forward and every
 gradient under the error rule, rows with no valid key, awkward lengths; on CPU through the
 Triton interpreter (fp32, tiny grids), on a GPU also at real sizes in fp32 and bf16."""
 import pytest
