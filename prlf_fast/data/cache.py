@@ -38,6 +38,8 @@ _TEXTS_FILE = re.compile(r"^texts\.[0-9a-f]{8}\.json$")
 
 
 def is_cache(path) -> bool:
+    """Whether ``path`` is read as a cache: a directory is (a pickle is a file); whether it
+    holds a valid cache is checked when it is read (``read_cache``)."""
     return os.path.isdir(path)
 
 
