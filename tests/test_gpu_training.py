@@ -22,12 +22,13 @@ class MaskBank:
 
     def __init__(self, p: float, full: int):
         self.p, self.full, self.masks, self.rows, self.calls, self.fused_calls = p, full, {}, None, {}, 0
+        self.reference_calls = 0
 
     def __deepcopy__(self, memo):
         return self
 
     def reset(self):
-        self.calls, self.fused_calls = {}, 0
+        self.calls, self.fused_calls, self.reference_calls = {}, 0, 0
 
     def next(self, name: str, shape, device):
         call = self.calls.get(name, 0)
@@ -52,14 +53,36 @@ class FixedDropout(torch.nn.Module):
         return x * self.bank.next(self.name, x.shape, x.device).to(x.dtype) / (1 - self.p)
 
 
+class FixedFunctional:
+    """torch.nn.functional for the reference ProgInteract iteration, whose dropout draws from the
+    bank as InteractLayer j's would (calls 2j and 2j + 1: attention branch, then FFN branch)."""
+
+    def __init__(self, bank: MaskBank):
+        self.bank = bank
+
+    def __getattr__(self, name):
+        return getattr(torch.nn.functional, name)
+
+    def dropout(self, x, p, training):
+        if not training or p == 0:
+            return x
+        layer = self.bank.reference_calls // 2
+        self.bank.reference_calls += 1
+        return x * self.bank.next(f"interact.layers.{layer}.drop", x.shape, x.device).to(x.dtype) / (1 - p)
+
+
 def with_fixed_dropout(model: PRLF, bank: MaskBank, monkeypatch) -> PRLF:
-    """Every nn.Dropout of ``model`` draws from ``bank``; so do the fused iterations' keep masks
-    (InteractLayer j's two calls: attention branch, then FFN branch)."""
+    """Every nn.Dropout of ``model`` draws from ``bank``; so do the reference iteration's dropout
+    and the fused iterations' keep masks (InteractLayer j's two calls: attention branch, then FFN
+    branch)."""
     for name, module in list(model.named_modules()):
         for child, sub in list(module.named_children()):
             if isinstance(sub, torch.nn.Dropout):
                 setattr(module, child, FixedDropout(bank, f"{name}.{child}"))
     import prlf_fast.ops.interact as fused
+    import prlf_fast.reference.interact
+
+    monkeypatch.setattr(prlf_fast.reference.interact, "F", FixedFunctional(bank))
 
     def fixed_masks(streams, p):
         name = f"interact.layers.{bank.fused_calls}.drop"
