@@ -126,3 +126,21 @@ def check_backend_parity(cfg, batch, backend, training: bool = False):
     same, _ = run_model(model, batch, torch.float32, "reference", "cpu")
     fast, _ = run_model(model, batch, torch.float32, backend, "cpu")
     assert_error_rule(fast, same, exact, names)
+
+
+def fix_reference_dropout(monkeypatch, keep_mask) -> None:
+    """Make the reference ProgInteract iteration's dropout (``F.dropout`` in
+    ``prlf_fast.reference.interact``) use ``keep_mask(x, p)`` (1 = keep) in training mode instead
+    of drawing its own, so that a test can give it the fused iteration's masks."""
+    import prlf_fast.reference.interact
+
+    class Functional:
+        def __getattr__(self, name):
+            return getattr(torch.nn.functional, name)
+
+        def dropout(self, x, p, training):
+            if not training or p == 0:
+                return x
+            return x * keep_mask(x, p).to(x.dtype) / (1 - p)
+
+    monkeypatch.setattr(prlf_fast.reference.interact, "F", Functional())

@@ -9,7 +9,7 @@ import zlib
 import pytest
 import torch
 from conftest import assert_error_rule, random_batch, requires_cuda, tiny_config
-from helpers import batch_to, run_model
+from helpers import batch_to, fix_reference_dropout, run_model
 
 from prlf_fast import PRLF, Batch, PRLFConfig
 
@@ -53,24 +53,6 @@ class FixedDropout(torch.nn.Module):
         return x * self.bank.next(self.name, x.shape, x.device).to(x.dtype) / (1 - self.p)
 
 
-class FixedFunctional:
-    """torch.nn.functional for the reference ProgInteract iteration, whose dropout draws from the
-    bank as InteractLayer j's would (calls 2j and 2j + 1: attention branch, then FFN branch)."""
-
-    def __init__(self, bank: MaskBank):
-        self.bank = bank
-
-    def __getattr__(self, name):
-        return getattr(torch.nn.functional, name)
-
-    def dropout(self, x, p, training):
-        if not training or p == 0:
-            return x
-        layer = self.bank.reference_calls // 2
-        self.bank.reference_calls += 1
-        return x * self.bank.next(f"interact.layers.{layer}.drop", x.shape, x.device).to(x.dtype) / (1 - p)
-
-
 def with_fixed_dropout(model: PRLF, bank: MaskBank, monkeypatch) -> PRLF:
     """Every nn.Dropout of ``model`` draws from ``bank``; so do the reference iteration's dropout
     and the fused iterations' keep masks (InteractLayer j's two calls: attention branch, then FFN
@@ -80,9 +62,13 @@ def with_fixed_dropout(model: PRLF, bank: MaskBank, monkeypatch) -> PRLF:
             if isinstance(sub, torch.nn.Dropout):
                 setattr(module, child, FixedDropout(bank, f"{name}.{child}"))
     import prlf_fast.ops.interact as fused
-    import prlf_fast.reference.interact
 
-    monkeypatch.setattr(prlf_fast.reference.interact, "F", FixedFunctional(bank))
+    def reference_mask(x, p):  # InteractLayer j's calls 2j and 2j + 1: attention branch, then FFN branch
+        layer = bank.reference_calls // 2
+        bank.reference_calls += 1
+        return bank.next(f"interact.layers.{layer}.drop", x.shape, x.device)
+
+    fix_reference_dropout(monkeypatch, reference_mask)
 
     def fixed_masks(streams, p):
         name = f"interact.layers.{bank.fused_calls}.drop"

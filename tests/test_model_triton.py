@@ -4,9 +4,8 @@ and every parameter gradient under the error rule; same parameters and state_dic
 import pytest
 import torch
 from conftest import assert_error_rule, random_batch, requires_cuda, tiny_config
-from helpers import batch_to, run_model
+from helpers import batch_to, fix_reference_dropout, run_model
 
-import prlf_fast.reference.interact
 from prlf_fast import PRLF, Batch
 
 pytestmark = pytest.mark.triton
@@ -61,31 +60,6 @@ def test_state_dict_does_not_depend_on_the_backend():
     assert keys["reference"] == keys["triton"] == keys["fast"]
 
 
-class FusedOrderDropout:
-    """torch.nn.functional for the reference ProgInteract iteration, whose dropout draws its keep
-    masks as the fused Triton iteration does (``draw_keep_masks``: both branches' masks at the
-    first call), so that under one seed the reference and the triton backend drop the same
-    elements."""
-
-    def __init__(self):
-        self.masks = None
-
-    def __getattr__(self, name):
-        return getattr(torch.nn.functional, name)
-
-    def dropout(self, x, p, training):
-        from prlf_fast.ops.interact import draw_keep_masks
-
-        if not training or p == 0:
-            return x
-        if self.masks is None:            # the attention branch: draw both masks
-            self.masks = list(draw_keep_masks(x, p))
-        keep = self.masks.pop(0)
-        if not self.masks:                # the FFN branch: the next call draws afresh
-            self.masks = None
-        return x * keep.to(x.dtype) / (1 - p)
-
-
 def test_training_mode_with_dropout_matches_reference_with_the_same_masks(monkeypatch):
     cfg = tiny_config(dropout=0.3)
     torch.manual_seed(0)
@@ -95,7 +69,16 @@ def test_training_mode_with_dropout_matches_reference_with_the_same_masks(monkey
     assert not torch.equal(first.prediction, model(batch).prediction)   # dropout is active
     # Prediction, weights, loss and every gradient in training mode against the reference.
     model = model.double()
-    monkeypatch.setattr(prlf_fast.reference.interact, "F", FusedOrderDropout())
+    from prlf_fast.ops.interact import draw_keep_masks
+
+    drawn = []
+
+    def keep_mask(x, p):  # as the fused iteration draws them: both branches' masks at the first call
+        if not drawn:
+            drawn.extend(draw_keep_masks(x, p))
+        return drawn.pop(0)
+
+    fix_reference_dropout(monkeypatch, keep_mask)
     runs = []
     for dtype, backend in [(torch.float64, "reference"), (torch.float32, "reference"), (torch.float32, "triton")]:
         torch.manual_seed(1)              # the same dropout masks in every run

@@ -7,8 +7,8 @@ import copy
 import pytest
 import torch
 from conftest import assert_error_rule, requires_cuda, tiny_config
+from helpers import fix_reference_dropout
 
-import prlf_fast.reference.interact
 from prlf_fast import ops
 from prlf_fast.ops import fused_iteration, fused_stack, runs_persistent
 from prlf_fast.ops import WEIGHT_NAMES
@@ -100,23 +100,6 @@ def test_empty_batch_gives_empty_streams_and_zero_weight_gradients():
     assert out.shape == streams.shape and not any(g.any() for g in grads)
 
 
-class FixedDropout:
-    """torch.nn.functional for the reference iteration, whose dropout uses given keep masks in
-    call order (attention branch, then FFN branch)."""
-
-    def __init__(self, masks, p):
-        self.masks, self.p, self.calls = masks, p, 0
-
-    def __getattr__(self, name):
-        return getattr(torch.nn.functional, name)
-
-    def dropout(self, x, p, training):
-        assert p == self.p and training
-        keep = self.masks[self.calls % len(self.masks)]
-        self.calls += 1
-        return x * keep.to(x.dtype) / (1 - self.p)
-
-
 def test_training_dropout_matches_eager_with_the_same_masks(monkeypatch):
     import prlf_fast.ops.interact as fused
 
@@ -129,7 +112,14 @@ def test_training_dropout_matches_eager_with_the_same_masks(monkeypatch):
         return tuple(m.to(streams.device) for m in masks)
 
     monkeypatch.setattr(fused, "draw_keep_masks", fixed_masks)
-    monkeypatch.setattr(prlf_fast.reference.interact, "F", FixedDropout(masks, p))
+    calls = []
+
+    def keep_mask(x, prob):  # the same masks in call order: attention branch, then FFN branch
+        assert prob == p
+        calls.append(None)
+        return masks[(len(calls) - 1) % len(masks)]
+
+    fix_reference_dropout(monkeypatch, keep_mask)
     layer = make_layer(d, 2, 24, seed=7, dropout=p).train()
     inputs = make_inputs(b, t, d, seed=7)
     exact = run_layer(layer, *inputs, torch.float64, "reference")
