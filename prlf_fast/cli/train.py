@@ -92,15 +92,13 @@ def run_spec(args) -> "RunSpec":
 
 
 def synthetic_sizes(text: str | None) -> tuple | None:
+    """``TRAIN,VALID,TEST`` as integers (``RunSpec`` checks their count and sign)."""
     if text is None:
         return None
     try:
-        n = tuple(int(v) for v in text.split(","))
+        return tuple(int(v) for v in text.split(","))
     except ValueError:
-        n = ()
-    if len(n) != 3 or min(n) < 1:
-        raise ValueError(f"--synthetic {text!r}: expected three positive sizes TRAIN,VALID,TEST")
-    return n
+        raise ValueError(f"--synthetic {text!r}: expected three positive sizes TRAIN,VALID,TEST") from None
 
 
 def run(args) -> int:

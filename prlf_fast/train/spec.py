@@ -67,7 +67,8 @@ class RunSpec:
         if self.synthetic is not None:
             n = list(self.synthetic)
             if len(n) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in n):
-                raise ValueError(f"--synthetic {self.synthetic!r}: expected three positive sizes TRAIN,VALID,TEST")
+                shown = ",".join(map(str, n))
+                raise ValueError(f"--synthetic {shown!r}: expected three positive sizes TRAIN,VALID,TEST")
             sizes = {**SYNTHETIC_DEFAULT, "n_train": n[0], "n_valid": n[1], "n_test": n[2]}
         model_cfg = PRLFConfig.preset(dataset, **self.model)
         train_cfg = TrainConfig.preset(dataset, synthetic=self.data is None, **self.train)
