@@ -140,7 +140,13 @@ if [[ $STEPS == *" dry-run "* ]]; then
 fi
 
 # The stamp .ci/run compares with (bench/cuda_build_tree.sh), written into this tree (not the
-# copy): commit it with the change it checked.
-echo "$STAMP" >"$ROOT/bench/results/cuda_build_check.tree"
+# copy) when at least the checks .ci/run runs have passed: commit it with the change it checked.
 echo
+for ci_step in dispatch info compile dry-run; do
+  if [[ $STEPS != *" $ci_step "* ]]; then
+    echo "=== cuda_build_check: ok (torch $TORCH, $((SECONDS - START)) s); no stamp written: step $ci_step did not run"
+    exit 0
+  fi
+done
+echo "$STAMP" >"$ROOT/bench/results/cuda_build_check.tree"
 echo "=== cuda_build_check: ok (torch $TORCH, $((SECONDS - START)) s); wrote bench/results/cuda_build_check.tree"

@@ -5,5 +5,5 @@
 # check when it differs from bench/results/cuda_build_check.tree (the hash at the last pass).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-git ls-files -z --cached --others --exclude-standard -- csrc prlf_fast/kernels prlf_fast/ops CMakeLists.txt setup.py \
+git ls-files -z --cached --others --exclude-standard -- csrc kernels prlf_fast/ops CMakeLists.txt setup.py \
   | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1

@@ -2,6 +2,8 @@
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
+#include "cuda/fisher_limits.h"
+
 namespace {
 
 pybind11::dict build_info() {
@@ -16,6 +18,8 @@ pybind11::dict build_info() {
 #else
   d["cuda_built"] = false;
 #endif
+  d["cuda_max_classes"] = prlf::cuda::kMaxClasses;
+  d["cuda_max_modalities"] = prlf::cuda::kMaxModalities;
   d["cxx11_abi"] = static_cast<bool>(_GLIBCXX_USE_CXX11_ABI);
   d["openmp"] = at::get_parallel_info();
   return d;

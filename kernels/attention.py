@@ -21,6 +21,36 @@ from prlf_fast.kernels.common import dot_precision, launch, load_tile, next_bloc
 LOG2E = 1.4426950408889634
 BLOCK_M = 16
 BLOCK_N = 64
+MAX_GRID_X, MAX_GRID_Y = 2**31 - 1, 65535   # CUDA's limits on a grid's axes 0 and 1
+SAMPLE_ELEMENTS = 2**31    # offsets within one sample are 32-bit
+# Largest head dim the kernels are built for: compile_check at Dh 64 is clean in bf16 on sm_80 and
+# sm_90; at Dh 128 the bf16 backward spills 160–196 B (fp32: 17–71 KB), at Dh 256 4–7 KB, and the
+# fp32 forward needs 276 KiB of shared memory, more than a block gets.
+MAX_HEAD_DIM = 64
+
+
+def unsupported(batch: int, heads: int, queries: int, keys: int, head_dim: int) -> str | None:
+    """Why the kernels cannot launch for q (B, H, Lq, Dh) and k, v (B, H, Lk, Dh), or None: the
+    grids (``forward``: B·H × ⌈Lq/16⌉ programs; ``backward``: B·H × (⌈Lk/64⌉ + ⌈Lq/16⌉)) within
+    CUDA's limits, and the offsets within one sample (row · row stride, at most L·H·Dh for the
+    (B, H, L, Dh) and (B, L, H, Dh) layouts) within 32 bits."""
+    if batch * heads > MAX_GRID_X:
+        return f"B·H = {batch * heads} programs exceed the grid's axis-0 limit ({MAX_GRID_X})"
+    blocks = triton.cdiv(keys, BLOCK_N) + triton.cdiv(queries, BLOCK_M)
+    if blocks > MAX_GRID_Y:
+        return (f"Lq = {queries} and Lk = {keys} need {blocks} programs per head in the backward, over the "
+                f"grid's axis-1 limit ({MAX_GRID_Y})")
+    if max(queries, keys) * heads * head_dim >= SAMPLE_ELEMENTS:
+        return (f"one sample's L·H·Dh = {max(queries, keys)}·{heads}·{head_dim} reaches 2³¹ elements "
+                "(offsets within a sample are 32-bit)")
+    return None
+
+
+def untuned(head_dim: int) -> str | None:
+    """Why the kernels are slower than they should be at head dim ``head_dim`` (they run), or None."""
+    if head_dim > MAX_HEAD_DIM:
+        return f"head dim {head_dim} > {MAX_HEAD_DIM}, where the kernels' tiles spill registers"
+    return None
 
 
 @triton.jit

@@ -33,8 +33,10 @@ def next_block(n: int) -> int:
 
 
 def dot_precision(dtype: torch.dtype) -> str:
-    """``tl.dot`` input precision: exact fp32 products for float32 tensors (no TF32), so the
-    kernels meet the same error bound as the float32 reference; native for 16-bit types."""
+    """``tl.dot``'s ``input_precision`` for operands of ``dtype``: "ieee" (exact fp32 products, no
+    TF32) for float32, so the kernels meet the float32 reference's error bound; for 16-bit
+    operands the option has no effect (it governs fp32 operands only), and Triton's default
+    "tf32" is passed."""
     return "ieee" if dtype == torch.float32 else "tf32"
 
 

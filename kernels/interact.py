@@ -36,6 +36,21 @@ ROWS_PER_PROGRAM = 16    # stream rows per program: whole samples, so 16 // (2T)
 FFN_CHUNK = 16           # FFN hidden units per inner step (32 spilled in the bf16 backward on sm_80)
 WIDE_ELEMENTS = 2**31    # buffers this large get 64-bit offsets
 NUM_WARPS = 8            # at d = 128, 4 warps spill heavily and 16 cap registers at 128 (see compile_check)
+# The sizes this tiling is built for (compile_check, docs/kernels.md): d_model 256 spills 0.45–1.6 KB
+# in bf16; over ROWS_PER_PROGRAM // 2 tokens a sample's 2T stream rows outgrow a program's block
+# (T = 16: the bf16 backward spills 256–784 B on sm_80 and sm_90).
+MAX_D_MODEL = 128
+MAX_TOKENS = ROWS_PER_PROGRAM // 2
+
+
+def untuned(tokens: int, d_model: int) -> str | None:
+    """Why the kernels would run slowly (spilling registers) for T ``tokens`` and ``d_model``, or
+    None: both within the sizes this launch configuration is built for."""
+    if d_model > MAX_D_MODEL:
+        return f"d_model {d_model} > {MAX_D_MODEL}, where the fused iteration spills registers"
+    if tokens > MAX_TOKENS:
+        return f"T = {tokens} tokens > {MAX_TOKENS}: a sample's 2T stream rows outgrow a program's {ROWS_PER_PROGRAM}"
+    return None
 
 
 @triton.jit

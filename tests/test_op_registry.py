@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from prlf_fast import _cuda_arch, _extension, ops
+from prlf_fast.model.interact import InteractLayer
 from prlf_fast.ops import registry
 
 
@@ -160,3 +161,105 @@ def test_the_interpreter_of_triton_3_6_needs_numpy_below_2_4(monkeypatch, triton
     if refused:
         assert f"triton {triton_version} needs numpy < 2.4, not {numpy_version}" in why
         assert ops.select("masked_attention", "fast", "cpu").name == "sdpa"
+
+
+# Selection from the inputs: what their sizes say against the fast kernels (``kernel_limits``), on a
+# CUDA device as the selection sees it (the kernels need not run for the decision).
+def test_fast_attention_falls_back_to_sdpa_outside_the_kernels_limits():
+    from prlf_fast.ops import attention
+
+    cuda = torch.device("cuda")
+    fits = attention.head_limits(64, 8, 8, 500, 16)
+    assert fits == (None, None) and ops.select("masked_attention", "fast", cuda, torch.bfloat16, fits).name == "triton"
+    wide = attention.head_limits(64, 8, 8, 500, 128)        # runs, but spills registers
+    choice = ops.select("masked_attention", "fast", cuda, torch.bfloat16, wide)
+    assert choice.name == "sdpa" and "head dim 128 > 64" in choice.rejected["triton"]
+    assert ops.select("masked_attention", "triton", cuda, torch.bfloat16, wide).name == "triton"   # forced: it runs
+    long = attention.head_limits(1, 8, 8, 5_000_000, 16)     # the backward's grid
+    choice = ops.select("masked_attention", "fast", cuda, torch.bfloat16, long)
+    assert choice.name == "sdpa" and "axis-1 limit (65535)" in choice.rejected["triton"]
+    with pytest.raises(RuntimeError, match="cannot run masked_attention on cuda tensors: .*axis-1"):
+        ops.select("masked_attention", "triton", cuda, torch.bfloat16, long)
+    huge = attention.head_limits(1, 64, 600_000, 8, 64)     # 32-bit offsets within a sample
+    assert "2³¹" in huge[0]
+    assert attention.head_limits(2**28, 8, 8, 8, 16)[0].startswith("B·H")
+
+
+def test_pooling_follows_attention_for_the_same_sizes():
+    from prlf_fast.ops import pooling
+
+    queries, frames = torch.zeros(8, 1024), torch.zeros(2, 50, 1024)    # 8 heads of 128
+    limits = pooling.kernel_limits(queries, frames, 8)
+    choice = ops.select("query_pooling", "fast", "cuda", torch.bfloat16, limits)
+    assert choice.name == "folded" and "head dim 128" in choice.rejected["triton"]
+    assert ops.select("query_pooling", "fast", "cuda", torch.bfloat16,
+                      pooling.kernel_limits(queries[:, :128], frames[..., :128], 8)).name == "triton"
+
+
+@pytest.mark.parametrize("tokens, d_model, reason", [(8, 128, None), (4, 64, None),
+                                                     (8, 256, "d_model 256 > 128"), (16, 128, "T = 16 tokens > 8")])
+def test_fast_interact_uses_the_fused_kernel_only_for_the_sizes_it_is_built_for(tokens, d_model, reason):
+    from prlf_fast.ops import interact
+
+    limits = interact.kernel_limits(torch.zeros(2, 2, tokens, d_model))
+    choice = ops.select("interact_iteration", "fast", "cuda", torch.bfloat16, limits)
+    if reason is None:
+        assert limits == (None, None) and choice.name == "triton"
+    else:
+        assert choice.name == "reference" and reason in choice.rejected["triton"]
+    assert ops.select("interact_iteration", "triton", "cuda", torch.bfloat16, limits).name == "triton"
+
+
+def test_fisher_on_cuda_falls_back_where_the_kernel_refuses_the_sizes(fake_cuda_build, monkeypatch):
+    from prlf_fast.ops import fisher
+
+    monkeypatch.setattr(_extension, "build_info", lambda: {"cuda_built": True, "cuda_archs": "90",
+                                                           "cuda_max_classes": 32, "cuda_max_modalities": 65535})
+    assert ops.select("fisher_reliability", "fast", "cuda", limits=fisher.cuda_limits(3, 32)).name == "extension"
+    for limits, reason in ((fisher.cuda_limits(3, 33), "K = 33 classes > the CUDA kernel's 32"),
+                           (fisher.cuda_limits(70000, 2), "M = 70000 modalities > the CUDA kernel's 65535")):
+        choice = ops.select("fisher_reliability", "fast", "cuda", limits=limits)
+        assert choice.name == "reference" and choice.rejected["extension"] == reason
+    assert fisher.kernel_limits(torch.zeros(2, 3, 4), torch.zeros(3, 40, 5)) == (None, None)  # CPU: any size
+
+
+def test_the_build_info_reports_the_cuda_kernels_limits():
+    """csrc/cuda/fisher_limits.h, as the compiled extension reports it (what ``cuda_limits`` reads)."""
+    import pathlib
+    import re
+
+    if _extension.problem():
+        pytest.skip(f"prlf_fast._C unavailable: {_extension.problem()}")
+    header = (pathlib.Path(__file__).parents[1] / "csrc/cuda/fisher_limits.h").read_text()
+    declared = {name: int(value) for name, value in re.findall(r"constexpr int (k\w+) = (\d+);", header)}
+    info = _extension.build_info()
+    assert (info["cuda_max_classes"], info["cuda_max_modalities"]) == (declared["kMaxClasses"],
+                                                                      declared["kMaxModalities"])
+
+
+@pytest.mark.parametrize("op", ["masked_attention", "interact_iteration", "query_pooling"])
+def test_each_op_passes_its_inputs_sizes_to_the_selection(op, monkeypatch):
+    """The op entry points decide from the tensors they get: with the kernels' limits lowered below
+    these small inputs, the selection sees the reason (and forced Triton refuses, or still runs)."""
+    from prlf_fast.kernels import attention as attention_kernel
+    from prlf_fast.kernels import interact as interact_kernel
+
+    seen = []
+    select = registry._SELECTORS[op]
+    monkeypatch.setitem(registry._SELECTORS, op, lambda *args: seen.append(args[-1]) or select(*args))
+    monkeypatch.setattr(attention_kernel, "MAX_HEAD_DIM", 4)
+    monkeypatch.setattr(interact_kernel, "MAX_D_MODEL", 8)
+    d, heads = 16, 2
+    if op == "masked_attention":
+        q = torch.randn(2, heads, 3, d // heads)
+        ops.masked_attention(q, q, q, None, backend="fast")
+        assert "head dim 8 > 4" in seen[-1][1]
+    elif op == "query_pooling":
+        weights = [torch.randn(d, d), torch.randn(d)] * 4
+        ops.query_pooling(torch.randn(4, d), torch.randn(2, 5, d), None, weights, heads, backend="fast")
+        assert "head dim 8 > 4" in seen[-1][1]
+    else:
+        layer = InteractLayer(d, heads, 2 * d, 0.0)
+        streams, anchor = torch.randn(2, 2, 3, d), torch.randn(2, 3, d)
+        ops.interact_iteration(streams, anchor, torch.rand(2, 2), layer.fused_weights(), heads, backend="fast")
+        assert "d_model 16 > 8" in seen[-1][1]

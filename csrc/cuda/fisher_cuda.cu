@@ -32,7 +32,7 @@ std::tuple<at::Tensor, at::Tensor> fisher_reliability_cuda(const at::Tensor& z, 
   TORCH_CHECK(s.K <= kMaxClasses, "fisher_reliability (CUDA): K = ", s.K,
               " classes; the kernel supports at most ", kMaxClasses);
   constexpr int64_t kIntMax = std::numeric_limits<int>::max();
-  TORCH_CHECK(s.M <= 65535 && s.d <= kIntMax && s.h <= kIntMax && s.B / kRows < kIntMax,
+  TORCH_CHECK(s.M <= kMaxModalities && s.d <= kIntMax && s.h <= kIntMax && s.B / kRows < kIntMax,
               "fisher_reliability (CUDA): sizes too large for the kernel: z ", z.sizes(), ", w1 ",
               w1.sizes());
   const c10::cuda::CUDAGuard guard(z.device());

@@ -18,12 +18,13 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "fisher_limits.h"
+
 namespace prlf::cuda {
 
 constexpr int kRows = 16;        // samples per block
 constexpr int kThreads = 128;    // threads per block = hidden units per chunk
 constexpr int kDChunk = 32;      // slice of d staged per step
-constexpr int kMaxClasses = 32;  // largest K the kernel accepts
 constexpr int kPad = kThreads + 1;  // row stride of unit-indexed shared arrays (no bank conflicts)
 
 template <typename T>

@@ -8,7 +8,9 @@ Implementations
   triton     kernels/attention.py, registered here as ``prlf_fast_triton::masked_attention_fwd``
              and ``_bwd`` (``triton_op``: the body is also the fake impl, so its checks are the
              op's only input checks) with ``register_autograd``
-Selection  ``select`` below; ``python -m prlf_fast.info`` prints it with the reasons.
+Selection  ``select`` below, from the inputs' device, dtype and ``kernel_limits`` (the kernels'
+           launch limits and head-dim range: ``kernels.attention.unsupported``, ``untuned``);
+           ``python -m prlf_fast.info`` prints it with the reasons.
 Tests      tests/test_triton_attention.py, tests/test_op_contracts.py
 Benchmark  bench/test_bench_attention.py
 """
@@ -28,16 +30,34 @@ from prlf_fast.ops.registry import Choice
 TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def select(backend: str, device: torch.device, dtype: torch.dtype) -> Choice:
+def kernel_limits(q, k) -> tuple:
+    """``(cannot, slow)`` of the Triton kernels for q (B, H, Lq, Dh) and k (B, H, Lk, Dh)
+    (``kernels.attention.unsupported``, ``untuned``); no reasons where Triton is not installed or
+    the inputs are not 4-d (the op's checks say why)."""
+    if q.dim() != 4 or k.dim() != 4 or not registry.triton_importable():
+        return registry.NO_LIMITS
+    return head_limits(q.shape[0], q.shape[1], q.shape[2], k.shape[2], q.shape[3])
+
+
+def head_limits(batch, heads, queries, keys, head_dim) -> tuple:
+    """``kernel_limits`` from the sizes (where triton is importable)."""
+    from prlf_fast.kernels import attention as kernel
+
+    return kernel.unsupported(batch, heads, queries, keys, head_dim), kernel.untuned(head_dim)
+
+
+def select(backend: str, device: torch.device, dtype: torch.dtype, limits: tuple) -> Choice:
     if backend == "reference":
         return Choice("masked_attention", "reference", {"triton": "backend 'reference'", "sdpa": "backend 'reference'"})
     no_triton = registry.triton_unavailable(device)
+    cannot, slow = limits
     if backend == "triton":
-        if no_triton is not None:
-            raise RuntimeError(f"backend 'triton' cannot run masked_attention on {device.type} tensors: {no_triton}")
+        if no_triton or cannot:
+            raise registry.refuse("masked_attention", device, no_triton or cannot)
         return Choice("masked_attention", "triton", {"sdpa": "backend 'triton'", "reference": "backend 'triton'"})
     if no_triton is None and dtype not in TRITON_DTYPES:
         no_triton = f"the kernel takes float32, float16 or bfloat16, not {dtype}"
+    no_triton = no_triton or cannot or slow
     if no_triton is None and device.type == "cuda":
         return Choice("masked_attention", "triton", {"sdpa": "slower than the Triton kernel on CUDA",
                                                      "reference": "slower than the Triton kernel"})
@@ -64,7 +84,7 @@ def sdpa_masked_attention(q, k, v, key_valid=None, scale=None):
 
 def masked_attention(q, k, v, key_valid=None, backend: str = "fast"):
     """The op under ``backend`` (module docstring); differentiable."""
-    impl = registry.implementation("masked_attention", backend, q.device, q.dtype)
+    impl = registry.implementation("masked_attention", backend, q.device, q.dtype, kernel_limits(q, k))
     if impl == "reference":
         return reference.masked_attention(q, k, v, key_valid)
     if impl == "sdpa":

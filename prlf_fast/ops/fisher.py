@@ -11,7 +11,9 @@ Implementations
              their input checks are csrc/fisher_checks.h (TORCH_CHECK_VALUE: ValueError)
 Registration  the C++ op registers with TORCH_LIBRARY; here its fake impl (``_fake``: the same
              checks with torch._check_value) and an autograd rule that refuses.
-Selection  ``select`` below; ``python -m prlf_fast.info`` prints it with the reasons.
+Selection  ``select`` below, from the inputs' device, dtype and ``kernel_limits`` (the CUDA
+           kernel's limits on K and M);
+           ``python -m prlf_fast.info`` prints it with the reasons.
 Tests      tests/test_fisher_op.py, tests/test_extension.py, tests/test_op_contracts.py
 Benchmark  bench/test_bench_fisher.py
 """
@@ -26,11 +28,31 @@ from prlf_fast.ops.registry import Choice
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def select(backend: str, device: torch.device, dtype: torch.dtype) -> Choice:
-    """The compiled op wherever the extension has it for ``device`` (every backend except
-    "reference": there is no Triton version); else the reference, with the reason. A CUDA device
-    whose compute capability the built kernels do not cover gets the reference and one warning
-    (instead of "no kernel image is available" at the first call)."""
+def kernel_limits(z, w2) -> tuple:
+    """``(cannot, slow)`` of the compiled op for z (B, M, d) and w2 (M, K, d_h): on CUDA,
+    ``cuda_limits``; the CPU kernel takes any size. No reasons for inputs of other ranks (the
+    op's checks say why)."""
+    if z.device.type != "cuda" or z.dim() != 3 or w2.dim() != 3:
+        return registry.NO_LIMITS
+    return cuda_limits(z.shape[1], w2.shape[1])
+
+
+def cuda_limits(modalities, classes) -> tuple:
+    """``kernel_limits`` of the CUDA kernel for M ``modalities`` and K ``classes``: its limits
+    (csrc/cuda/fisher_limits.h), as the build info reports them."""
+    info = _extension.build_info() or {}
+    if classes > info.get("cuda_max_classes", classes):
+        return f"K = {classes} classes > the CUDA kernel's {info['cuda_max_classes']}", None
+    if modalities > info.get("cuda_max_modalities", modalities):
+        return f"M = {modalities} modalities > the CUDA kernel's {info['cuda_max_modalities']}", None
+    return registry.NO_LIMITS
+
+
+def select(backend: str, device: torch.device, dtype: torch.dtype, limits: tuple) -> Choice:
+    """The compiled op wherever the extension has it for ``device`` and the inputs' ``limits`` allow (every
+    backend except "reference": there is no Triton version); else the reference, with the reason.
+    A CUDA device whose compute capability the built kernels do not cover gets the reference and
+    one warning (instead of "no kernel image is available" at the first call)."""
     if backend == "reference":
         return Choice("fisher_reliability", "reference", {"extension": "backend 'reference'"})
     if not _extension.has_op("fisher_reliability"):
@@ -53,6 +75,8 @@ def select(backend: str, device: torch.device, dtype: torch.dtype) -> Choice:
                                    f"Rebuild with TORCH_CUDA_ARCH_LIST={capability[0]}.{capability[1]} "
                                    f"{_extension.REBUILD}")
                 return Choice("fisher_reliability", "reference", {"extension": reason})
+        if limits[0]:
+            return Choice("fisher_reliability", "reference", {"extension": limits[0]})
     return Choice("fisher_reliability", "extension", {"reference": "slower"})
 
 
@@ -62,7 +86,7 @@ registry.register("fisher_reliability", select)
 def fisher_reliability(z, w1, b1, w2, b2, backend: str = "fast"):
     """(confidence, fisher), each (B, M) in z's dtype (module docstring), by ``backend``'s choice
     for z's device. ValueError on bad inputs. Call it on detached inputs."""
-    if registry.implementation("fisher_reliability", backend, z.device, z.dtype) == "extension":
+    if registry.implementation("fisher_reliability", backend, z.device, z.dtype, kernel_limits(z, w2)) == "extension":
         return torch.ops.prlf_fast.fisher_reliability(z, w1, b1, w2, b2)
     _check(z, w1, b1, w2, b2)   # the reference would not say what is wrong
     return reference.fisher_reliability(z, w1, b1, w2, b2)

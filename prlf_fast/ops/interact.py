@@ -11,7 +11,9 @@ Implementations
              and ``_bwd`` (autograd) and ``interact_stack_fwd`` (all N iterations in one launch,
              inference); ``triton_op`` bodies are also the fake impls, so their checks are the
              ops' only input checks
-Selection  ``select`` below; ``python -m prlf_fast.info`` prints it with the reasons.
+Selection  ``select`` below, from the inputs' device, dtype and ``kernel_limits`` (the sizes the
+           kernels' tiling is built for: ``kernels.interact.untuned``); ``python -m prlf_fast.info`` prints
+           it with the reasons.
 Tests      tests/test_triton_interact.py, tests/test_model_triton.py, tests/test_op_contracts.py
 Benchmark  bench/test_bench_interact.py
 """
@@ -38,17 +40,28 @@ PROJECTION_INDICES = (4, 5, 6, 7, 8, 9, 10, 11, 14, 15, 16, 17)   # the nn.Linea
 TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def select(backend: str, device: torch.device, dtype: torch.dtype) -> Choice:
+def kernel_limits(streams) -> tuple:
+    """``(cannot, slow)`` of the fused kernels for streams (B, 2, T, d): they launch for any
+    size; ``kernels.interact.untuned`` says where their tiling is slow. No reasons where Triton is
+    not installed or ``streams`` is not 4-d (the checks say why)."""
+    if streams.dim() != 4 or not registry.triton_importable():
+        return registry.NO_LIMITS
+    from prlf_fast.kernels import interact as kernel
+
+    return None, kernel.untuned(streams.shape[2], streams.shape[3])
+
+
+def select(backend: str, device: torch.device, dtype: torch.dtype, limits: tuple) -> Choice:
     if backend == "reference":
         return Choice("interact_iteration", "reference", {"triton": "backend 'reference'"})
     no_triton = registry.triton_unavailable(device)
     if backend == "triton":
-        if no_triton is not None:
-            raise RuntimeError(f"backend 'triton' cannot run interact_iteration on {device.type} tensors: "
-                               f"{no_triton}")
+        if no_triton or limits[0]:
+            raise registry.refuse("interact_iteration", device, no_triton or limits[0])
         return Choice("interact_iteration", "triton", {"reference": "backend 'triton'"})
     if no_triton is None and dtype not in TRITON_DTYPES:
         no_triton = f"the kernel takes float32, float16 or bfloat16, not {dtype}"
+    no_triton = no_triton or limits[1]
     if no_triton is None and device.type == "cuda":
         return Choice("interact_iteration", "triton", {"reference": "17 launches forward, 34 backward"})
     return Choice("interact_iteration", "reference",
@@ -189,7 +202,8 @@ def interact_iteration(streams, anchor, gates, weights: Sequence[torch.Tensor], 
     """One ProgInteract iteration under ``backend`` (module docstring), differentiable: the fused
     Triton iteration (``fused_iteration``), or ``reference.interact_iteration`` with this
     backend's masked attention. Dropout ``dropout`` on both branches when ``training``."""
-    if registry.implementation("interact_iteration", backend, streams.device, streams.dtype) == "triton":
+    if registry.implementation("interact_iteration", backend, streams.device, streams.dtype,
+                               kernel_limits(streams)) == "triton":
         return fused_iteration(streams, anchor, gates.to(streams.dtype), autocast_weights(weights, streams.device.type),
                                n_heads, eps, dropout=dropout if training else 0.0)
     return reference.interact_iteration(streams, anchor, gates, weights, n_heads, eps, dropout, training,
@@ -202,7 +216,8 @@ def runs_persistent(backend: str, streams, anchor, gates, layer_weights: Sequenc
     (no active dropout, no gradient), outside torch.compile."""
     if not layer_weights or torch.compiler.is_compiling():
         return False
-    if registry.implementation("interact_iteration", backend, streams.device, streams.dtype) != "triton":
+    if registry.implementation("interact_iteration", backend, streams.device, streams.dtype,
+                               kernel_limits(streams)) != "triton":
         return False
     if training and dropout > 0:
         return False

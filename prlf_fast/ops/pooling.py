@@ -10,7 +10,8 @@ Implementations
   folded     ``folded_pooling`` below: no key/value projections, H·T folded queries attend over the
              frames through SDPA (docs/kernels.md, "the folded form"); where attention has no
              Triton kernel
-Selection  ``select`` below: it follows masked attention's choice; ``python -m prlf_fast.info``.
+Selection  ``select`` below: it follows masked attention's choice for the same sizes (``kernel_limits``);
+           ``python -m prlf_fast.info``.
 Tests      tests/test_query_pooling.py, tests/test_model_triton.py
 Benchmark  bench/test_bench_attention.py::test_encoder_pooling
 """
@@ -23,12 +24,20 @@ import torch
 
 from prlf_fast import reference
 from prlf_fast.ops import registry
-from prlf_fast.ops.attention import masked_attention, sdpa_masked_attention
+from prlf_fast.ops.attention import head_limits, masked_attention, sdpa_masked_attention
 from prlf_fast.ops.registry import Choice
 
 
-def select(backend: str, device: torch.device, dtype: torch.dtype) -> Choice:
-    attention = registry.select("masked_attention", backend, device, dtype)
+def kernel_limits(queries, x_kv, n_heads: int) -> tuple:
+    """The attention's ``kernel_limits`` for T queries (T, d) over x_kv's L frames (B, L, d) in
+    ``n_heads`` heads; no reasons for inputs of other ranks (the op's checks say why)."""
+    if queries.dim() != 2 or x_kv.dim() != 3 or n_heads < 1 or not registry.triton_importable():
+        return registry.NO_LIMITS
+    return head_limits(x_kv.shape[0], n_heads, queries.shape[0], x_kv.shape[1], x_kv.shape[2] // n_heads)
+
+
+def select(backend: str, device: torch.device, dtype: torch.dtype, limits: tuple) -> Choice:
+    attention = registry.select("masked_attention", backend, device, dtype, limits)
     if attention.name == "sdpa":
         return Choice("query_pooling", "folded", {
             "reference": "projecting L keys and values costs twice the multiply-adds of folding them",
@@ -43,7 +52,8 @@ registry.register("query_pooling", select)
 def query_pooling(queries, x_kv, key_valid, weights, n_heads: int, backend: str = "fast"):
     """The op under ``backend`` (module docstring); differentiable. ``weights`` = (W_q, b_q, W_k,
     b_k, W_v, b_v, W_o, b_o), nn.Linear layout."""
-    if registry.implementation("query_pooling", backend, x_kv.device, x_kv.dtype) == "folded":
+    limits = kernel_limits(queries, x_kv, n_heads)
+    if registry.implementation("query_pooling", backend, x_kv.device, x_kv.dtype, limits) == "folded":
         return folded_pooling(queries, x_kv, key_valid, weights, n_heads)
     return reference.query_pooling(queries, x_kv, key_valid, weights, n_heads,
                                    functools.partial(masked_attention, backend=backend))

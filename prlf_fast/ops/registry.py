@@ -1,14 +1,20 @@
-"""The op registry: which implementation each op runs for a backend, a device and a dtype, and why
-the others were not picked (docs/design.md §5; as xformers' dispatch does).
+"""The op registry: which implementation each op runs for a backend and the real inputs (their
+device, dtype and sizes), and why the others were not picked (docs/design.md §5; as xformers'
+``not_supported_reasons(inputs)`` does).
 
-Backends: "reference" runs only reference code; "fast" (alias "auto") picks the fastest available
-implementation per op, device and dtype, falling back op by op; "triton" forces the Triton kernels
-(CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``). Each op module
-(``prlf_fast/ops/<op>.py``) registers its ``select(backend, device, dtype) -> Choice`` here.
+Backends: "reference" runs only reference code; "fast" (alias "auto") picks the fastest
+implementation that supports the inputs, falling back op by op; "triton" forces the Triton kernels
+(CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``), and fails where they cannot launch for
+the inputs. Each op module (``prlf_fast/ops/<op>.py``) registers here its
+``select(backend, device, dtype, limits) -> Choice``. ``limits`` is what the inputs' sizes say
+against the op's fast implementation, ``(cannot, slow)``: why it cannot launch for them, why it
+would run slowly; each a reason or None. The op module's ``kernel_limits`` computes it from the
+tensors in plain arithmetic, so that under torch.compile (dynamic shapes included) the sizes
+become guards and the choice a constant; ``NO_LIMITS`` where there are no inputs (``prlf-fast
+info``).
 """
 from __future__ import annotations
 
-import functools
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -18,6 +24,7 @@ import torch
 
 from prlf_fast.config import BACKENDS
 _SELECTORS: dict[str, Callable] = {}
+NO_LIMITS = (None, None)
 
 
 @dataclass(frozen=True)
@@ -34,7 +41,7 @@ class Choice:
 
 
 def register(op: str, select: Callable) -> None:
-    """Make ``select(backend, device, dtype) -> Choice`` the selector of ``op``."""
+    """Make ``select(backend, device, dtype, limits) -> Choice`` the selector of ``op``."""
     _SELECTORS[op] = select
 
 
@@ -50,13 +57,20 @@ def normalize_backend(backend: str) -> str:
     return backend
 
 
-@functools.lru_cache(maxsize=None)
-def triton_importable() -> bool:
+def _import_triton() -> bool:
     try:
         import triton  # noqa: F401
     except ImportError:
         return False
     return True
+
+
+_TRITON_IMPORTABLE = _import_triton()   # (torch.library imports it anyway)
+
+
+def triton_importable() -> bool:
+    """Whether triton imports (a plain global, so torch.compile traces it without a cache)."""
+    return _TRITON_IMPORTABLE
 
 
 def _release(version: str) -> tuple[int, int]:
@@ -121,15 +135,22 @@ def warn_once(key, message: str) -> None:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
-def select(op: str, backend: str, device, dtype: torch.dtype | None = None) -> Choice:
+def select(op: str, backend: str, device, dtype: torch.dtype | None = None, limits: tuple = NO_LIMITS) -> Choice:
     """The ``Choice`` of ``op`` under ``backend`` for tensors on ``device`` (a torch.device or a
-    device string; a bare "cuda" means the current CUDA device) of ``dtype`` (None: float32)."""
+    device string; a bare "cuda" means the current CUDA device) of ``dtype`` (None: float32) whose
+    sizes give ``limits`` (the op module's ``kernel_limits``). RuntimeError where backend "triton"
+    cannot run them."""
     if op not in _SELECTORS:
         raise ValueError(f"unknown op {op!r}; expected one of {ops()}")
-    return _SELECTORS[op](normalize_backend(backend), torch.device(device), dtype or torch.float32)
+    return _SELECTORS[op](normalize_backend(backend), torch.device(device), dtype or torch.float32, tuple(limits))
 
 
 @torch.compiler.assume_constant_result
-def implementation(op: str, backend: str, device, dtype: torch.dtype | None = None) -> str:
+def implementation(op: str, backend: str, device, dtype: torch.dtype | None = None, limits: tuple = NO_LIMITS) -> str:
     """Name of the implementation ``op`` runs (see ``select``); a constant under torch.compile."""
-    return select(op, backend, device, dtype).name
+    return select(op, backend, device, dtype, limits).name
+
+
+def refuse(op: str, device: torch.device, reason: str):
+    """The RuntimeError of backend "triton" where its kernels cannot run ``op``'s inputs."""
+    return RuntimeError(f"backend 'triton' cannot run {op} on {device.type} tensors: {reason}")
