@@ -27,7 +27,7 @@ BACKEND_CHOICES = ("fast", "auto", "reference", "triton")
 # Ablation switches (docs/design.md §4.6): how AMRE forms the reliability score, and the anchor rule.
 RELIABILITY_MODES = ("amre", "confidence", "fisher", "uniform")
 ANCHORS = ("adaptive", *MODALITIES)
-# How AMRE's score is parameterised (docs/model.md, "AMRE, next version"): α, β shared or per
+# How AMRE's score is parameterised (docs/model.md, "AMRE variants"): α, β shared or per
 # modality (with a bias), the Fisher trace over the head's parameters or its biases only.
 RELIABILITY_PARAMS = ("shared", "modality")
 FISHER_PARAMS = ("head", "bias")

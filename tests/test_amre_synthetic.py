@@ -21,7 +21,6 @@ def trained(tmp_path_factory):
     spec = data_spec(None, {"n_train": 480, "n_valid": 40, "n_test": 120, "seed": 0})
     splits = load_splits(spec, cfg, "cpu")
     run = RunDir(str(tmp_path_factory.mktemp("amre")), echo=False)
-    run.create(resume=False)
     trainer = Trainer(cfg, TrainConfig(epochs=20, batch_size=16, lr=1e-3, seed=0), splits, run, "cpu")
     trainer.fit()
     return {r["config"]: r for r in inter(trainer.model, splits["test"], "mosi")}

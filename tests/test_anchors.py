@@ -1,4 +1,4 @@
-"""Anchor diagnostics of the robustness evaluation (issue #15): the run's anchor rule against each
+"""Anchor diagnostics of the robustness evaluation: the run's anchor rule against each
 fixed anchor and the per-sample best, on one encoding per batch."""
 import pytest
 import torch

@@ -201,15 +201,15 @@ def test_flipped_bytes_in_a_checkpoint_are_refused(trained, tmp_path, capsys):
     assert (run / "results.json").read_bytes() == results
 
 
-def test_a_checkpoint_without_checksum_still_loads(trained, tmp_path, capsys):
+def test_a_checkpoint_of_another_format_is_refused(trained, tmp_path, capsys):
     run = copy_run(trained, tmp_path / "run")
     with safe_open(str(run / "best.safetensors"), framework="pt") as f:
         meta = {k: v for k, v in f.metadata().items() if k != "sha256"}
-        meta["format"] = "prlf_fast-checkpoint-1"  # written before the digest existed
+        meta["format"] = "prlf_fast-checkpoint-1"  # a format without the metadata digest
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     save_file(tensors, str(run / "best.safetensors"), metadata=meta)
     code, _, err = run_cli(capsys, "eval", "--run", run, *EVAL)
-    assert code == 0, err
+    assert_clean_error(code, err, "best.safetensors", "format 'prlf_fast-checkpoint-1'", "prlf_fast-checkpoint-2")
 
 
 def test_a_current_checkpoint_without_its_checksum_is_refused(trained, tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""AMRE's next version (issue #15): the Fisher trace over the head's biases (``fisher_params``),
+"""AMRE's variants (docs/model.md "AMRE variants"): the Fisher trace over the head's biases (``fisher_params``),
 per-modality α, β and bias (``reliability_params``), and the anchor loss (``lambda_anchor``):
 definitions, validation, every backend against the reference, defaults unchanged."""
 import pytest

@@ -134,7 +134,6 @@ def resumer(trained, tmp_path_factory):
     cfg = PRLFConfig.from_dict(config["model"])
     splits = load_splits(data_spec(None, config["data"]["synthetic"]), cfg, "cpu")
     run = RunDir(str(tmp_path_factory.mktemp("fuzz")), echo=False)
-    run.create(resume=False)
     trainer = Trainer(cfg, TrainConfig.from_dict(config["train"]), splits, run, "cpu")
     return trainer, read(trained / "last.safetensors")
 

@@ -7,7 +7,7 @@ A conversion commits as a whole: the split files get names no earlier conversion
 (``train.<id>.safetensors``), and ``meta.json``, which names them, is replaced atomically last.
 Until that rename a reader sees the previous cache, unchanged; after it, the new one. Files no
 ``meta.json`` names (an earlier conversion's, or an interrupted one's) are removed by the next
-conversion. Version 1 caches (fixed names ``train.safetensors`` …) are still read.
+conversion, which also replaces a cache of another version as a whole.
 """
 from __future__ import annotations
 
@@ -29,7 +29,6 @@ from prlf_fast.io.files import ReadError, read_text, regular_path
 
 FORMAT = "prlf_fast.mmsa-cache"
 VERSION = 2
-READABLE_VERSIONS = (1, 2)
 META = "meta.json"
 SPLIT_LIMIT = 1 << 40  # a split file is memory-mapped, not read: only special files are refused
 _SPLIT_FILE = re.compile(r"^(train|valid|test)(\.[0-9a-f]{8})?\.safetensors$")
@@ -43,11 +42,6 @@ def is_cache(path) -> bool:
     return os.path.isdir(path)
 
 
-def split_files(meta: dict) -> dict:
-    """``{split: file name}`` of a cache's ``meta.json`` (fixed names in version 1)."""
-    return meta.get("files") or {split: f"{split}.safetensors" for split in SPLITS}
-
-
 def is_conversion_file(name: str) -> bool:
     """Whether ``name`` is a split file or a temporary file that a conversion writes."""
     return bool(_SPLIT_FILE.match(name) or _TEXTS_FILE.match(name) or atomic.is_stray(name))
@@ -59,7 +53,7 @@ def clean(cache_dir) -> None:
     atomic.remove_strays(cache_dir)
     try:
         meta = read_meta(cache_dir)
-        keep = {*split_files(meta).values(), meta.get("texts")}
+        keep = {*meta["files"].values(), meta.get("texts")}
     except DataError:
         keep = None  # no readable cache here: leave its split-named files alone
     for name in os.listdir(cache_dir):
@@ -104,11 +98,11 @@ def read_meta(cache_dir) -> dict:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise DataError(f"{path}: not a prlf_fast data cache (format {meta.get('format')!r})"
                         if isinstance(meta, dict) else f"{path}: not a prlf_fast data cache")
-    if meta.get("version") not in READABLE_VERSIONS:
+    if meta.get("version") != VERSION:
         raise DataError(f"{path}: cache version {meta.get('version')!r}, this prlf_fast reads "
-                        f"versions {', '.join(map(str, READABLE_VERSIONS))}; convert the pickle again")
+                        f"version {VERSION}; convert the pickle again")
     files = meta.get("files")
-    if meta["version"] >= 2 and not (isinstance(files, dict) and all(
+    if not (isinstance(files, dict) and all(
             isinstance(files.get(s), str) and _SPLIT_FILE.match(files[s]) for s in SPLITS)):
         raise DataError(f"{path}: 'files' must name one split file per split; convert the pickle again")
     return meta
@@ -129,7 +123,7 @@ def read_texts(cache_dir) -> dict:
 def read_cache(cache_dir, preset: str | None = None) -> dict:
     """Memory-map a cache directory; keys and shapes are checked, values are trusted. Every file
     must be a regular file in ``cache_dir`` (never a symlink or a special file: ``io.files``)."""
-    files = split_files(read_meta(cache_dir))
+    files = read_meta(cache_dir)["files"]
     splits, reference = {}, None
     for split in SPLITS:
         path = os.path.join(cache_dir, files[split])

@@ -1,4 +1,4 @@
-"""Anchor diagnostics of the robustness evaluation (issue #15): how good the run's choice of the
+"""Anchor diagnostics of the robustness evaluation: how good the run's choice of the
 dominant modality (AMRE's argmax by default) is, against each fixed anchor and against the
 per-sample best anchor, on the same encodings.
 

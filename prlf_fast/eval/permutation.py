@@ -1,4 +1,4 @@
-"""The reliability permutation test (issue #22): do AMRE's per-sample scores, beyond the presence
+"""The reliability permutation test: do AMRE's per-sample scores, beyond the presence
 pattern, drive the predictions? After Moon et al., "When Does Quality-Aware Multimodal Fusion
 Matter? A Leakage-Safe Diagnostic for Decision-Level Dependence" (INTERSPEECH 2026, arXiv
 2606.26473).

@@ -4,8 +4,8 @@ position, written atomically.
 Layout: tensors ``model/<name>``, ``optim/<param index>/<key>`` and ``rng/<name>``; the safetensors
 metadata holds JSON strings ``config`` (the model config), ``optimizer`` (param groups and
 non-tensor state), ``scheduler`` and ``trainer``, and ``sha256``: the digest of every tensor's
-name, dtype, shape and bytes and of every other metadata entry, checked on load (format 1
-checkpoints cover their tensors only; those without a digest load unchecked).
+name, dtype, shape and bytes and of every other metadata entry, checked on load: a checkpoint of
+another format or without its digest is refused.
 
 A checkpoint may come from someone else: before anything of it is used, the file must be a
 regular file (``io.files``), every metadata entry passes its schema (``io.state``: only known
@@ -30,7 +30,6 @@ from prlf_fast.io.atomic import WriteError, atomic_path
 from prlf_fast.io.files import regular_path
 
 FORMAT = "prlf_fast-checkpoint-2"
-FORMAT_TENSOR_DIGEST = "prlf_fast-checkpoint-1"
 SIZE_LIMIT = 1 << 40
 # Fields that may differ between the run that wrote a checkpoint and the one that reads it.
 _LOCATION_FIELDS = ("bert_path",)
@@ -93,15 +92,14 @@ class Checkpoint:
                 self.tensors = {k: f.get_tensor(k) for k in f.keys()}
         except (SafetensorError, OSError, ValueError) as exc:
             raise PRLFError(f"checkpoint {path} is not a readable safetensors file: {exc}") from exc
-        if meta.get("format") not in (FORMAT, FORMAT_TENSOR_DIGEST):
-            raise PRLFError(f"checkpoint {path} is not a prlf_fast checkpoint "
+        if meta.get("format") != FORMAT:
+            raise PRLFError(f"checkpoint {path} is not a prlf_fast checkpoint of this version "
                             f"(format {meta.get('format')!r}, expected {FORMAT!r})")
-        if meta["format"] == FORMAT and "sha256" not in meta:
+        if "sha256" not in meta:
             raise PRLFError(f"checkpoint {path} is damaged: its SHA-256 entry is missing")
-        covered = meta if meta["format"] == FORMAT else None
-        if "sha256" in meta and tensor_digest(self.tensors, covered) != meta["sha256"]:
-            raise PRLFError(f"checkpoint {path} is damaged: its {'data' if covered else 'tensor data'} "
-                            "does not match the SHA-256 stored when it was written")
+        if tensor_digest(self.tensors, meta) != meta["sha256"]:
+            raise PRLFError(f"checkpoint {path} is damaged: its data does not match the SHA-256 "
+                            "stored when it was written")
         self.path = path
         try:
             self.config = PRLFConfig.from_dict(json.loads(meta["config"]))

@@ -49,12 +49,6 @@ class RunDir:
             raise PRLFError(f"{self.path} already holds a run; continue it with --resume "
                             "or choose another --out")
 
-    def create(self, resume: bool) -> None:
-        """Check against ``resume`` and make the directory (no lock: for tests and tools)."""
-        self.check(resume)
-        if self.writer:
-            os.makedirs(self.path, exist_ok=True)
-
     @contextlib.contextmanager
     def session(self, resume: bool | None):
         """Hold the directory for writing: create it if needed, lock it (a second writer fails at

@@ -1,4 +1,4 @@
-"""The revised AMRE's parts (issue #15; docs/model.md "AMRE, next version"), each an ablation
+"""AMRE's variants (docs/model.md "AMRE variants"), each an ablation
 switch of ``PRLFConfig`` whose default keeps the formulation of docs/design.md §4.2 bit for bit:
 
 - ``fisher_params="bias"``: the Fisher-information trace over the head's biases θ = (b1, b2)
