@@ -96,3 +96,33 @@ def test_headroom_share():
     assert anchors.headroom({**mae, "amre": 0.5}) == pytest.approx(0.5)
     assert anchors.headroom({**mae, "amre": 0.4}) == pytest.approx(1.0)
     assert anchors.headroom({**mae, "best": 0.6}) is None    # 0 headroom: nothing to capture
+
+
+@pytest.mark.parametrize("backend", ["reference", "fast"])
+@pytest.mark.parametrize("n, rate", [(1, 0.0), (5, 0.5), (33, 0.3), (64, 0.0), (64, 0.9)])
+def test_fuse_all_is_bit_for_bit_each_anchors_fuse(backend, n, rate):
+    """The forced anchors' predictions (the rule's reused where the order is the rule's, the rest
+    batched) against ``PRLF.fuse(..., anchor=m)`` on the whole batch: equal to the bit, with samples
+    missing modalities (and some none) and batches of 1 to 64."""
+    from prlf_fast.data import missing
+
+    cfg = tiny_config(n_interact=2)
+    torch.manual_seed(n)
+    model = PRLF(cfg, backend=backend).eval()
+    split = tiny_split(cfg, n, seed=n)
+    idx = torch.arange(n)
+    batch = missing.intra_corrupt(split.batch(idx), rate, missing.select_uniforms(missing.eval_uniforms(split, n), idx))
+    predicted = []
+    original = model.predict
+    model.predict = lambda hidden, *a: predicted.append(len(hidden)) or original(hidden, *a)
+    with torch.no_grad():
+        hidden, present = model.encode(batch)
+        out = anchors.fuse_all(model, "", hidden, present)
+        model.predict = original
+        assert torch.equal(out[""].prediction, model.fuse(hidden, present).prediction)
+        for m in MODALITIES:
+            forced = model.fuse(hidden, present, anchor=m)
+            assert torch.equal(out[("", m)].prediction, forced.prediction), m
+            assert torch.equal(out[("", m)].dominant, forced.dominant), m
+    # The rule's pass, then at most two: a sample's order changes for at most two anchors.
+    assert len(predicted) <= 3 and set(predicted) == {n}

@@ -113,17 +113,22 @@ class PRLF(nn.Module):
             raise ValueError(f"anchor={anchor!r}; expected one of {ANCHORS}")
         with nvtx_range("amre"):
             rel = self.amre(hidden.mean(dim=2), present, backend=self.backend, anchor=anchor, scores=scores)
-        with nvtx_range("proginteract"):
-            anchor, streams = self.interact(hidden, rel.weights, rel.order, backend=self.backend)
-        with nvtx_range("head"):
-            anchor_mean, stream_mean = anchor.mean(dim=1), streams.mean(dim=2)
-            features = torch.cat([anchor_mean, stream_mean[:, 0], stream_mean[:, 1]], dim=-1)
-            prediction = self.head(features)
+        prediction, anchor_mean, stream_mean = self.predict(hidden, rel.weights, rel.order)
         return PRLFOutput(
             prediction=prediction, weights=rel.weights, dominant=rel.order[:, 0],
             confidence=rel.confidence, fisher=rel.fisher, logits=rel.logits, scores=rel.scores,
             order=rel.order, present=present, anchor_mean=anchor_mean, stream_mean=stream_mean,
         )
+
+    def predict(self, hidden, weights, order):
+        """ProgInteract and the head for AMRE's ``weights`` (B, 3) and ``order`` (B, 3): prediction
+        (B,), the anchor's mean token (B, d) and the streams' (B, 2, d)."""
+        with nvtx_range("proginteract"):
+            anchor, streams = self.interact(hidden, weights, order, backend=self.backend)
+        with nvtx_range("head"):
+            anchor_mean, stream_mean = anchor.mean(dim=1), streams.mean(dim=2)
+            features = torch.cat([anchor_mean, stream_mean[:, 0], stream_mean[:, 1]], dim=-1)
+            return self.head(features), anchor_mean, stream_mean
 
     def loss(self, output: PRLFOutput, batch: Batch) -> dict:
         """docs/design.md §4.5: L1 task loss + λ_rec · recognition CE + λ_align · (1 − cos) alignment; in
