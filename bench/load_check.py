@@ -30,8 +30,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from prlf_fast.threads import DEFAULT_WAIT, WAIT_VARS, cpu_budget  # noqa: E402
 
-# setting name -> wait-policy variables of its subprocesses (the others unset)
-SETTINGS = {"default": {}, "passive": {"OMP_WAIT_POLICY": "PASSIVE"}, "prlf-fast": dict(DEFAULT_WAIT)}
+# setting name -> wait-policy variables of its subprocesses (the others unset), and "malloc": the
+# allocator's thresholds as prlf-fast sets them (prlf_fast.malloc; else glibc's defaults)
+SETTINGS = {"default": {}, "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+            "prlf-fast": {**DEFAULT_WAIT, "malloc": "prlf-fast"}, "spin-1000": dict(DEFAULT_WAIT)}
 BACKENDS = ("reference", "fast")
 CHILD_TIMEOUT_S = 3600
 
@@ -58,8 +60,8 @@ def child_step(backend: str, steps: int, warmup: int) -> dict:
 
 def child_job(backend: str, synthetic: str | None) -> dict:
     """Wall seconds of ``prlf-fast train --epochs 1 --no-eval`` (the command's work; not the
-    interpreter's start). Runs the command without the CLI's ``configure_openmp``: the parent
-    set the setting's variables."""
+    interpreter's start). Runs the command without the CLI's ``configure_openmp`` and
+    ``configure_malloc``: the parent set the setting's variables, ``child`` its allocator."""
     from prlf_fast.cli import build_parser
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -75,11 +77,13 @@ def child(ns) -> None:
     import torch
     from environment import environment_info
 
-    from prlf_fast import threads
+    from prlf_fast import malloc, threads
 
+    if os.environ.get("LOAD_CHECK_MALLOC") == "prlf-fast":
+        malloc.configure_malloc()
     threads.apply_threads()
     out = child_step(ns.backend, ns.steps, ns.warmup) if ns.child == "step" else child_job(ns.backend, ns.synthetic)
-    out.update(threads=torch.get_num_threads(), cpu_threads=threads.record(), environment=environment_info(" ".join(sys.argv)))
+    out.update(threads=torch.get_num_threads(), cpu_threads=threads.record(), malloc=malloc.record(), environment=environment_info(" ".join(sys.argv)))
     print("LOAD_CHECK " + json.dumps(out), flush=True)
 
 
@@ -117,10 +121,13 @@ def setting_env(name: str) -> dict:
     wait = SETTINGS.get(name)
     if wait is None:
         wait = dict(item.split("=", 1) for item in name.split(","))
-        if not all(k in WAIT_VARS for k in wait):
-            raise SystemExit(f"--settings {name!r}: expected one of {', '.join(SETTINGS)} or VAR=VALUE of {WAIT_VARS}")
-    env = {k: v for k, v in os.environ.items() if k not in WAIT_VARS}
-    env.update(wait)
+        if not all(k in (*WAIT_VARS, "malloc") for k in wait):
+            raise SystemExit(f"--settings {name!r}: expected one of {', '.join(SETTINGS)} or VAR=VALUE of "
+                             f"{WAIT_VARS} and malloc=prlf-fast")
+    env = {k: v for k, v in os.environ.items() if k not in (*WAIT_VARS, "LOAD_CHECK_MALLOC")}
+    env.update({k: v for k, v in wait.items() if k != "malloc"})
+    if wait.get("malloc") == "prlf-fast":
+        env["LOAD_CHECK_MALLOC"] = "prlf-fast"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
     return env
 

@@ -77,12 +77,13 @@ def _version(dist: str) -> str | None:
 
 def collect(device="cpu", started: float | None = None) -> dict:
     """The provenance dict: command, versions, commit, device, threads (and ``cpu_threads``:
-    their source, the CPU budget, the OpenMP wait policy; ``threads.record``), host and start time
+    their source, the CPU budget, the OpenMP wait policy; ``threads.record``), the allocator's
+    settings (``malloc``: ``malloc.record``), host and start time
     (``started``: a ``time.time()``, default now; written as UTC ISO 8601)."""
     import torch
 
     import prlf_fast
-    from prlf_fast import threads
+    from prlf_fast import malloc, threads
 
     started = time.time() if started is None else started
     return {
@@ -97,6 +98,7 @@ def collect(device="cpu", started: float | None = None) -> dict:
         "device_name": device_name(device),
         "threads": torch.get_num_threads(),
         "cpu_threads": threads.record(),
+        "malloc": malloc.record(),
         "host": platform.node(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
     }

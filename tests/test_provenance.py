@@ -10,7 +10,7 @@ from helpers import TINY_RUN, assert_clean_error, run_cli
 from prlf_fast import provenance
 
 KEYS = {"command", "prlf_fast", "git_commit", "python", "torch", "cuda", "triton", "device", "device_name",
-        "threads", "cpu_threads", "host", "started"}
+        "threads", "cpu_threads", "malloc", "host", "started"}
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import sys
 
 from prlf_fast.errors import reported
 from prlf_fast.provenance import set_command
+from prlf_fast.malloc import configure_malloc
 from prlf_fast.threads import configure_openmp
 
 class Parser(argparse.ArgumentParser):
@@ -48,6 +49,7 @@ def main(argv=None) -> int:
     SIGTERM as SIGINT, exit 130). Bounds the OpenMP spin-wait before any sub-command imports
     torch (``prlf_fast.threads``)."""
     configure_openmp()
+    configure_malloc()
     printable_streams()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)

@@ -26,6 +26,7 @@ from prlf_fast.study import slurm
 from prlf_fast.study.record import is_finished, lock, read_state
 from prlf_fast.provenance import set_command
 from prlf_fast.study.spec import SWEEP_FILE, SweepSpec, cell_dir, cell_key, data_path
+from prlf_fast.malloc import configure_malloc
 from prlf_fast.threads import apply_threads, configure_openmp
 from prlf_fast.train.spec import RunSpec, start
 
@@ -175,6 +176,7 @@ class CellJob(submitit.helpers.Checkpointable):
         (the controller never reads this job's result pickle)."""
         os.environ["OMP_NUM_THREADS"] = str(threads)  # before torch is imported in this process
         configure_openmp()
+        configure_malloc()
         if os.environ.get("SUBMITIT_EXECUTOR") == "local":
             _own_session()
         if is_finished(cell.out):  # e.g. a Slurm job requeued after it finished

@@ -9,7 +9,7 @@ import time
 import torch
 
 import prlf_fast
-from prlf_fast import provenance, threads
+from prlf_fast import malloc, provenance, threads
 from prlf_fast.config import PRLFConfig, TrainConfig
 from prlf_fast.data.missing import DEFAULT_RATES
 from prlf_fast.data.runs import data_spec, load_splits
@@ -77,6 +77,7 @@ def train(run: RunDir, config: dict, device, backend: str, resume: bool, evaluat
                         f"(train/valid/test {n['train']}/{n['valid']}/{n['test']}) on {device} "
                         f"backend {backend}, {ctx.world_size} rank(s), {trainer.steps_per_epoch} steps/epoch")
             run.log(threads.summary())
+            run.log(malloc.summary())
             try:
                 state = trainer.fit()
             finally:
