@@ -30,6 +30,7 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--profile", action="store_true", help="print torch.profiler's table of 3 more steps")
     p.add_argument("--flops", action="store_true", help="count the step's FLOPs (torch.utils.flop_counter)")
+    p.add_argument("--sgemm", action="store_true", help="this CPU's float32 GEMM rate at 2048³ (the compute floor)")
     ns = p.parse_args(argv)
     from prlf_fast import malloc
 
@@ -63,6 +64,14 @@ def main(argv=None) -> int:
         with FlopCounterMode(display=False) as counter:
             model.loss(forward(batch), batch)["total"].backward()
         result["gflop_counted"] = counter.get_total_flops() / 1e9   # no formula for CPU SDPA
+    if ns.sgemm:
+        a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+        seconds = []
+        for _ in range(6):
+            start = time.perf_counter()
+            a @ b
+            seconds.append(time.perf_counter() - start)
+        result["sgemm_gflops"] = 2 * 2048**3 / min(seconds[1:]) / 1e9
     print(json.dumps(result))
     if ns.profile:
         from torch.profiler import ProfilerActivity, profile

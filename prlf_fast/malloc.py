@@ -5,10 +5,9 @@ glibc serves an allocation above its mmap threshold (128 KiB, raised on the fly 
 with a fresh mapping that it unmaps when freed, and returns the heap's free top to the system
 above its trim threshold (128 KiB). A training step's large tensors (MOSEI at batch 64: B·L·d
 floats, 16 MB each, and SDPA's zero-filled gradients of the same size) then come back as new pages
-that the kernel faults in and zeroes every step: 21–42k minor page faults per step on this
-project's VM, and 10–17% of the fast step's time (docs/training.md, "Threads and shared
-machines"). ``configure_malloc`` sets the mmap threshold to glibc's largest (32 MiB) and the trim
-threshold to 1 GiB through ``mallopt``: about 1k faults per step. It changes where memory comes
+that the kernel faults in and zeroes every step: 26–47k minor page faults per step on this
+project's VM, and 7–15% of the step's time (BENCHMARKS.md, "The memory allocator"). ``configure_malloc`` sets the mmap threshold to glibc's largest (32 MiB) and the trim
+threshold to 1 GiB through ``mallopt``: 0.4–1.4k faults per step. It changes where memory comes
 from, never a result.
 
 A user's own choice wins: nothing is set when ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``,

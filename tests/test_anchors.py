@@ -1,5 +1,7 @@
 """Anchor diagnostics of the robustness evaluation: the run's anchor rule against each
 fixed anchor and the per-sample best, on one encoding per batch."""
+import dataclasses
+
 import pytest
 import torch
 from conftest import tiny_config
@@ -112,11 +114,19 @@ def test_fuse_all_is_bit_for_bit_each_anchors_fuse(backend, n, rate):
     split = tiny_split(cfg, n, seed=n)
     idx = torch.arange(n)
     batch = missing.intra_corrupt(split.batch(idx), rate, missing.select_uniforms(missing.eval_uniforms(split, n), idx))
+    if n >= 3:   # the last sample has no modality, the one before it vision only (one valid frame at least)
+        masks = {f"{m}_mask": getattr(batch, f"{m}_mask").clone() for m in MODALITIES}
+        for m in MODALITIES:
+            masks[f"{m}_mask"][n - 1] = False
+        masks["text_mask"][n - 2] = masks["audio_mask"][n - 2] = False
+        masks["vision_mask"][n - 2, 0] = True
+        batch = dataclasses.replace(batch, **masks)
     predicted = []
     original = model.predict
     model.predict = lambda hidden, *a: predicted.append(len(hidden)) or original(hidden, *a)
     with torch.no_grad():
         hidden, present = model.encode(batch)
+        assert n < 3 or (not present[n - 1].any() and present[n - 2].tolist() == [False, False, True])
         out = anchors.fuse_all(model, "", hidden, present)
         model.predict = original
         assert torch.equal(out[""].prediction, model.fuse(hidden, present).prediction)

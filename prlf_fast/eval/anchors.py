@@ -57,8 +57,8 @@ def fuse_all(model, name, hidden, present) -> dict:
     predictions = rule.prediction.expand(len(MODALITIES), -1).clone()
     samples = torch.arange(len(rule.prediction), device=rule.prediction.device)
     for k in range(int(changes.sum(dim=0).max()) if changes.numel() else 0):
-        anchor_k = torch.where(changes & (rank == k), 1, 0).argmax(dim=0)        # each sample's k-th anchor
-        has_k = (changes & (rank == k)).any(dim=0)
+        kth = changes & (rank == k)                                             # (3, B): m is i's k-th
+        has_k, anchor_k = kth.any(dim=0), kth.long().argmax(dim=0)
         order = torch.where(has_k[:, None], orders[anchor_k, samples], rule.order)
         prediction = model.predict(hidden, rule.weights, order)[0]
         predictions[anchor_k[has_k], samples[has_k]] = prediction[has_k]
